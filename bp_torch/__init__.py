@@ -1,0 +1,14 @@
+"""bp_torch: back-propagation made explicit.
+
+Sigmoid-linear layers and the quadratic cost as PyTorch ops whose backward is the textbook's equations, with a
+pure-Python backend (the chapter line by line) and an optional fused C++ backend.
+"""
+from . import functional
+from ._backend import available_backends, backend, set_backend
+from .modules import QuadraticCost, SigmoidLinear, SigmoidMLP
+
+__all__ = [
+    "QuadraticCost", "SigmoidLinear", "SigmoidMLP",
+    "available_backends", "backend", "functional", "set_backend",
+]
+__version__ = "0.1.0"

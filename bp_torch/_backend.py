@@ -1,0 +1,90 @@
+"""The backend switch, in one place.
+
+bp_torch has two backends that compute the same formulas:
+
+* ``"python"``: the ``torch.autograd.Function`` s of :mod:`bp_torch.autograd`, the chapter line by line;
+* ``"cpp"``: the dispatcher ops of the compiled extension ``bp_torch._C`` (``torch.ops.bp_torch.*``), with fused
+  CPU kernels and a C++ autograd node.
+
+The default is ``"cpp"`` when the extension is built, ``"python"`` otherwise; the ``BP_TORCH_BACKEND`` environment
+variable overrides it at import, and :func:`set_backend` at run time.
+"""
+import importlib
+import os
+import warnings
+
+import torch
+
+from . import _checks
+
+try:
+    _C = importlib.import_module("bp_torch._C")  # loading the library registers torch.ops.bp_torch.*
+except ModuleNotFoundError:
+    _C = None  # built without the extension; setup.py said so at install time
+except ImportError as err:  # built, but cannot load (an ABI mismatch, say): worth one warning
+    _C = None
+    warnings.warn(f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning)
+
+_BACKENDS = ("python", "cpp") if _C is not None else ("python",)
+_active = "cpp" if _C is not None else "python"
+
+
+def available_backends():
+    """The backends this installation can run, e.g. ``("python", "cpp")``."""
+    return _BACKENDS
+
+
+def backend():
+    """The active backend's name."""
+    return _active
+
+
+def set_backend(name):
+    """Select the backend (``"python"`` or ``"cpp"``) for every later call."""
+    global _active
+    if name not in _BACKENDS:
+        hint = "" if _C is not None or name != "cpp" else " (the C++ extension is not built)"
+        raise ValueError(f"bp_torch: unknown or unavailable backend {name!r}{hint}; available: {_BACKENDS}")
+    _active = name
+
+
+def use_cpp():
+    """Whether a call should take the C++ ops.
+
+    C++ autograd Functions do not support torch.func transforms, so calls made under ``vmap``/``grad`` take the
+    Python Functions instead, which do. torch.compile traces the C++ ops through their fake kernels.
+    """
+    return _active == "cpp" and (torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active())
+
+
+if os.environ.get("BP_TORCH_BACKEND"):
+    set_backend(os.environ["BP_TORCH_BACKEND"])
+
+
+if _C is not None:
+    ops = torch.ops.bp_torch
+
+    # The fake kernels give torch.compile (and other tracers) each op's output shapes without running it, so the
+    # ops trace with no graph break. They validate like the real kernels, so errors are the same when tracing.
+
+    @torch.library.register_fake("bp_torch::sigmoid_linear")
+    def _sigmoid_linear_fake(x, weight, bias):
+        _checks.sigmoid_linear(x, weight, bias)
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+    @torch.library.register_fake("bp_torch::sigmoid_linear_backward")
+    def _sigmoid_linear_backward_fake(grad_a, x, weight, a, output_mask):
+        return (
+            x.new_empty(x.shape) if output_mask[0] else None,
+            weight.new_empty(weight.shape) if output_mask[1] else None,
+            weight.new_empty(weight.shape[0]) if output_mask[2] else None,
+        )
+
+    @torch.library.register_fake("bp_torch::quadratic_cost")
+    def _quadratic_cost_fake(a, y, reduction):
+        _checks.quadratic_cost(a, y, reduction)
+        return a.new_empty(a.shape[:-1] if reduction == "none" else ())
+
+    @torch.library.register_fake("bp_torch::quadratic_cost_backward")
+    def _quadratic_cost_backward_fake(grad_cost, a, y, reduction, output_mask):
+        return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)

@@ -1,0 +1,67 @@
+"""Input validation shared by the Python backend and the fake (meta) kernels.
+
+The C++ kernels in ``csrc/`` repeat these checks with ``TORCH_CHECK_VALUE`` / ``TORCH_CHECK_TYPE`` and the same
+messages, so both backends raise the same exception type (``ValueError`` for shapes, devices and options,
+``TypeError`` for dtypes) with the same words.
+"""
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_dtype(op, tensors):
+    """Every tensor must be float32 or float64 (half types would lose the chapter's numerics) and share one dtype."""
+    for name, t in tensors:
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got {t.dtype}")
+    first_name, first = tensors[0]
+    for name, t in tensors[1:]:
+        if t.dtype != first.dtype:
+            raise TypeError(f"{op}: {first_name} and {name} must have the same dtype, got {first.dtype} and {t.dtype}")
+    for name, t in tensors[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{op}: {first_name} and {name} must be on the same device, "
+                             f"got {first.device} and {t.device}")
+
+
+def sigmoid_linear(x, weight, bias):
+    op = "sigmoid_linear"
+    if weight.dim() != 2:
+        raise ValueError(f"{op}: weight must be 2-D (out_features, in_features), got shape {list(weight.shape)}")
+    if x.dim() == 0:
+        raise ValueError(f"{op}: input must have at least 1 dimension (*, in_features), got a 0-d tensor")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{op}: input's last dimension must equal in_features={weight.shape[1]}, "
+                         f"got input shape {list(x.shape)} and weight shape {list(weight.shape)}")
+    tensors = [("input", x), ("weight", weight)]
+    if bias is not None:
+        if bias.dim() != 1 or bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"{op}: bias must have shape [{weight.shape[0]}] (out_features), "
+                             f"got shape {list(bias.shape)}")
+        tensors.append(("bias", bias))
+    _check_dtype(op, tensors)
+
+
+def quadratic_cost(a, y, reduction):
+    op = "quadratic_cost"
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if a.dim() == 0:
+        raise ValueError(f"{op}: input must have at least 1 dimension (*, n_outputs), got a 0-d tensor")
+    if a.shape != y.shape:
+        raise ValueError(f"{op}: input and target must have the same shape, "
+                         f"got input shape {list(a.shape)} and target shape {list(y.shape)}")
+    _check_dtype(op, [("input", a), ("target", y)])
+
+
+def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
+    sigmoid_linear(x, w1, b1)
+    if w2.dim() != 2 or w2.shape[1] != w1.shape[0]:
+        raise ValueError(f"two_layer_quadratic_cost: w2 must have shape [n2, {w1.shape[0]}] to follow w1 of shape "
+                         f"{list(w1.shape)}, got {list(w2.shape)}")
+    sigmoid_linear(x.new_empty(w1.shape[0]), w2, b2)
+    expected_y = [*x.shape[:-1], w2.shape[0]]
+    if list(y.shape) != expected_y:
+        raise ValueError(f"two_layer_quadratic_cost: y must have shape {expected_y}, got {list(y.shape)}")
+    _check_dtype("two_layer_quadratic_cost", [("x", x), ("y", y)])

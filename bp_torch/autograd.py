@@ -1,0 +1,161 @@
+"""The chapter's equations as ``torch.autograd.Function`` s: bp_torch's Python backend.
+
+Notation, per sample (a batch adds leading dimensions ``*``)::
+
+    z^l = w^l a^(l-1) + b^l        a^l = sigma(z^l)        a^0 = x
+    C   = 1/2 sum_j (y_j - a^L_j)^2
+
+and the chain rule ``dC/dw^l = dz^l/dw^l * da^l/dz^l * dC/da^l``, with
+
+    (1.1) dz/dw    = a^(l-1)                 (2.1 in the hidden layer)
+    (1.2) da/dz    = sigma'(z) = a (1 - a)   (2.2 in the hidden layer), computed from the saved output a
+    (1.3) dC/da^L  = a^L - y
+    (2.3.2) da^2/da^1 = sigma'(z^2) w^2      the error flowing back one layer
+
+Every backward here is built from differentiable torch ops, so double backward (``gradgradcheck``) works, and
+``generate_vmap_rule = True`` gives ``torch.func.vmap`` support for free.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def sigmoid_prime_from_output(a):
+    """(1.2) / (2.2): sigma'(z) = sigma(z) (1 - sigma(z)) = a (1 - a). Needs the output a only, never z."""
+    return a * (1 - a)
+
+
+def sigmoid_linear_backward(grad_a, x, weight, a, needs_input_grad):
+    """Back-propagate dC/da through ``a = sigma(x W^T + b)``.
+
+    Shapes: ``grad_a, a: (*, out)``, ``x: (*, in)``, ``weight: (out, in)``.
+    Returns ``(dC/dx: (*, in), dC/dW: (out, in), dC/db: (out,))``, each ``None`` where ``needs_input_grad`` says
+    nobody asked for it.
+    """
+    need_x, need_w, need_b = needs_input_grad
+    delta = grad_a * sigmoid_prime_from_output(a)                      # delta = dC/da * da/dz        (1.2, 2.2)
+    delta_2d = delta.reshape(-1, delta.shape[-1])                      # one row per sample
+    grad_x = delta @ weight if need_x else None                        # dC/da_prev = delta W        (2.3.2)
+    grad_w = delta_2d.T @ x.reshape(-1, x.shape[-1]) if need_w else None  # dC/dW = delta^T a_prev  (1.1, 2.1) -> (A)
+    grad_b = delta_2d.sum(0) if need_b else None                       # dC/db = sum of delta (dz/db = 1)
+    return grad_x, grad_w, grad_b
+
+
+class SigmoidLinearFunction(torch.autograd.Function):
+    """``a = sigma(x W^T + b)``, one layer of the chapter, with its backward written out.
+
+    Shapes: ``x: (*, in)``, ``weight: (out, in)``, ``bias: (out,)`` or ``None``; returns ``a: (*, out)``.
+    Saves x, W and a (never z: sigma'(z) is computed from a, equation 1.2).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias):
+        return torch.sigmoid(F.linear(x, weight, bias))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _ = inputs
+        ctx.save_for_backward(x, weight, output)
+
+    @staticmethod
+    def backward(ctx, grad_a):
+        x, weight, a = ctx.saved_tensors
+        return sigmoid_linear_backward(grad_a, x, weight, a, ctx.needs_input_grad)
+
+
+def quadratic_cost_per_sample(a, y):
+    """C = 1/2 sum_j (y_j - a_j)^2, over the last dimension: ``(*, n) -> (*)``."""
+    return 0.5 * (y - a).square().sum(-1)
+
+
+def reduce_cost(per_sample, reduction):
+    """'none' keeps one cost per sample; 'sum' adds them; 'mean' is Nielsen's C = 1/2n sum_x ||y(x) - a(x)||^2."""
+    if reduction == "none":
+        return per_sample
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+
+def quadratic_cost_backward(grad_cost, a, y, reduction, needs_input_grad):
+    """dC/da = (a - y) (1.3), scaled by the incoming gradient (and by 1/n for 'mean'). Returns (dC/da, dC/dy)."""
+    need_a, need_y = needs_input_grad
+    if reduction == "none":
+        grad_cost = grad_cost.unsqueeze(-1)                    # one incoming gradient per sample
+    elif reduction == "mean":
+        grad_cost = grad_cost / max(a[..., 0].numel(), 1)      # d(mean)/d(cost of one sample) = 1/n
+    grad_a = (a - y) * grad_cost                               # (1.3)  dC/da^L = a^L - y
+    return (grad_a if need_a else None), (-grad_a if need_y else None)
+
+
+class QuadraticCostFunction(torch.autograd.Function):
+    """The chapter's quadratic cost ``C = 1/2 sum_j (y_j - a_j)^2`` per sample, then reduced.
+
+    Shapes: ``a, y: (*, n)``; returns ``(*)`` for ``reduction='none'``, a scalar otherwise.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a, y, reduction):
+        return reduce_cost(quadratic_cost_per_sample(a, y), reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, y, reduction = inputs
+        ctx.save_for_backward(a, y)
+        ctx.reduction = reduction
+
+    @staticmethod
+    def backward(ctx, grad_cost):
+        a, y = ctx.saved_tensors
+        grad_a, grad_y = quadratic_cost_backward(grad_cost, a, y, ctx.reduction, ctx.needs_input_grad[:2])
+        return grad_a, grad_y, None
+
+
+class TwoLayerQuadraticCostFunction(torch.autograd.Function):
+    """The chapter's two-layer network and its cost, with equations (A) and (B) written out literally.
+
+    ``a^1 = sigma(w^1 x + b^1)``, ``a^2 = sigma(w^2 a^1 + b^2)``, ``C = 1/2 sum_j (y_j - a^2_j)^2``, averaged over
+    the samples of a batch. Shapes: ``x: (*, n0)``, ``w1: (n1, n0)``, ``b1: (n1,)``, ``w2: (n2, n1)``,
+    ``b2: (n2,)``, ``y: (*, n2)``; returns a scalar.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w1, b1, w2, b2, y):
+        a1 = torch.sigmoid(F.linear(x, w1, b1))
+        a2 = torch.sigmoid(F.linear(a1, w2, b2))
+        return quadratic_cost_per_sample(a2, y).mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad_cost):
+        x, w1, b1, w2, b2, y = ctx.saved_tensors
+        # Back-propagation needs the activations again. Recomputing them from the inputs (rather than saving
+        # intermediates) keeps the backward differentiable, so double backward stays exact.
+        a0 = x
+        a1 = torch.sigmoid(F.linear(a0, w1, b1))
+        a2 = torch.sigmoid(F.linear(a1, w2, b2))
+        n_samples = max(a2[..., 0].numel(), 1)
+        a0, a1, a2, y_rows = (t.reshape(-1, t.shape[-1]) for t in (a0, a1, a2, y))   # one row per sample
+
+        dC_da2 = (a2 - y_rows) * (grad_cost / n_samples)              # (1.3)    dC/da^2 = a^2 - y
+        delta2 = sigmoid_prime_from_output(a2) * dC_da2            # (1.2)    da^2/dz^2 = sigma'(z^2)
+        dC_dw2 = delta2.T @ a1                                     # (A)      a^1 * sigma'(z^2) * (a^2 - y)
+        dC_da1 = delta2 @ w2                                       # (2.3.2)  da^2/da^1 = sigma'(z^2) w^2
+        delta1 = sigmoid_prime_from_output(a1) * dC_da1            # (2.2)    da^1/dz^1 = sigma'(z^1)
+        dC_dw1 = delta1.T @ a0                                     # (B)      a^0 * sigma'(z^1) * (a^2 - y) * sigma'(z^2) * w^2
+
+        needs = ctx.needs_input_grad
+        return (
+            (delta1 @ w1).reshape(x.shape) if needs[0] else None,  # dC/dx = delta^1 w^1
+            dC_dw1 if needs[1] else None,
+            delta1.sum(0) if needs[2] else None,                   # dC/db^l = sum of delta^l
+            dC_dw2 if needs[3] else None,
+            delta2.sum(0) if needs[4] else None,
+            (-dC_da2).reshape(y.shape) if needs[5] else None,
+        )

@@ -1,0 +1,50 @@
+"""bp_torch's functional API: check the inputs, then dispatch to the active backend (see :mod:`bp_torch._backend`).
+
+On the C++ backend the checks run in C++ (``TORCH_CHECK``), so a call costs one dispatch; on the Python backend
+they run here. Both raise the same exceptions with the same messages.
+"""
+from . import _backend, _checks
+from .autograd import QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQuadraticCostFunction
+
+
+def sigmoid_linear(input, weight, bias=None):
+    r"""``a = sigmoid(input @ weight.T + bias)``: one layer of the chapter, ``a^l = sigma(w^l a^(l-1) + b^l)``.
+
+    Its backward is the chapter's: ``delta = dC/da * a (1 - a)`` (1.2), ``dC/dW = delta^T input`` (1.1),
+    ``dC/db = sum(delta)``, ``dC/dinput = delta W`` (2.3.2).
+
+    Shapes: ``input: (*, in_features)``, ``weight: (out_features, in_features)``, ``bias: (out_features,)`` or
+    ``None``; returns ``(*, out_features)``. float32 or float64.
+    """
+    if _backend.use_cpp():
+        return _backend.ops.sigmoid_linear.default(input, weight, bias)
+    _checks.sigmoid_linear(input, weight, bias)
+    return SigmoidLinearFunction.apply(input, weight, bias)
+
+
+def quadratic_cost(input, target, reduction="mean"):
+    r"""The chapter's quadratic cost ``C = 1/2 sum_j (y_j - a_j)^2`` per sample (over the last dimension).
+
+    ``reduction``: ``"mean"`` averages over samples (Nielsen's ``C = 1/2n sum_x ||y(x) - a(x)||^2``), ``"sum"``
+    adds them, ``"none"`` returns one cost per sample. Its backward is ``dC/da = a - y`` (1.3).
+
+    Shapes: ``input, target: (*, n)``; returns ``(*)`` for ``"none"``, a scalar otherwise.
+    """
+    if _backend.use_cpp():
+        return _backend.ops.quadratic_cost.default(input, target, reduction)
+    _checks.quadratic_cost(input, target, reduction)
+    return QuadraticCostFunction.apply(input, target, reduction)
+
+
+def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
+    r"""The chapter's two-layer network and its cost, as one Function whose backward is equations (A) and (B).
+
+    ``a^1 = sigma(w^1 x + b^1)``, ``a^2 = sigma(w^2 a^1 + b^2)``, ``C = 1/2 sum_j (y_j - a^2_j)^2``, averaged over
+    the samples. The backward returns ``dC/dw^2`` by (A) and ``dC/dw^1`` by (B): see
+    :class:`bp_torch.autograd.TwoLayerQuadraticCostFunction`. A teaching tool: it always runs in Python.
+
+    Shapes: ``x: (*, n0)``, ``w1: (n1, n0)``, ``b1: (n1,)``, ``w2: (n2, n1)``, ``b2: (n2,)``, ``y: (*, n2)``;
+    returns a scalar.
+    """
+    _checks.two_layer_quadratic_cost(x, w1, b1, w2, b2, y)
+    return TwoLayerQuadraticCostFunction.apply(x, w1, b1, w2, b2, y)

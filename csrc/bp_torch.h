@@ -1,0 +1,36 @@
+// Declarations shared by bp_torch's C++ sources: the input checks (one per op, mirroring bp_torch/_checks.py) and
+// the CPU kernels that csrc/ops.cpp registers with the dispatcher.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <array>
+#include <optional>
+#include <c10/util/string_view.h>
+#include <tuple>
+
+namespace bp_torch {
+
+// The checks raise ValueError (shapes, devices, options) or TypeError (dtypes) with the same words as the
+// Python backend, so a user sees the same error whichever backend is active.
+void check_sigmoid_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+void check_quadratic_cost(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction);
+
+// Number of samples in a (*, features) tensor: the product of its leading dimensions.
+inline int64_t leading_numel(const at::Tensor& t) {
+  return c10::multiply_integers(t.sizes().begin(), t.sizes().end() - 1);
+}
+
+enum class Reduction { None, Mean, Sum };
+Reduction parse_reduction(c10::string_view reduction);
+
+at::Tensor sigmoid_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sigmoid_linear_backward_cpu(
+    const at::Tensor& grad_a, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& a,
+    std::array<bool, 3> output_mask);
+
+at::Tensor quadratic_cost_cpu(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction);
+std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_cpu(
+    const at::Tensor& grad_cost, const at::Tensor& a, const at::Tensor& y, c10::string_view reduction,
+    std::array<bool, 2> output_mask);
+
+}  // namespace bp_torch

@@ -1,0 +1,64 @@
+"""Builds bp_torch, with its optional C++ extension bp_torch._C.
+
+    pip install --no-build-isolation .                     # with the C++ backend
+    BP_TORCH_NO_EXT=1 pip install --no-build-isolation .   # pure Python backend only
+
+--no-build-isolation lets the build use the torch already installed, as torch extensions must. If the extension
+cannot be compiled (no compiler, say), the package still installs and runs on the Python backend.
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+
+def cpu_flags():
+    """-O3 and the vector ISA of this machine: at::vec picks its AVX2 code when CPU_CAPABILITY_AVX2 is defined."""
+    flags = ["-O3", "-fopenmp"]
+    try:
+        cpuinfo = open("/proc/cpuinfo").read().split()
+    except OSError:
+        cpuinfo = []
+    if "avx2" in cpuinfo and "fma" in cpuinfo:
+        flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return flags
+
+
+def extension_build():
+    if os.environ.get("BP_TORCH_NO_EXT") == "1":
+        print("bp_torch: BP_TORCH_NO_EXT=1, installing the Python backend only", file=sys.stderr)
+        return [], {}
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+    class OptionalBuildExtension(BuildExtension):
+        """A failed compile leaves a working pure-Python package, and says so once."""
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as err:  # noqa: BLE001 - any compiler failure means "no extension", not "no package"
+                print(f"bp_torch: could not build the C++ extension ({err}); "
+                      "installing the Python backend only", file=sys.stderr)
+
+    ext = CppExtension(
+        "bp_torch._C",
+        sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp")),
+        extra_compile_args={"cxx": cpu_flags()},
+        extra_link_args=["-fopenmp"],
+    )
+    return [ext], {"build_ext": OptionalBuildExtension}
+
+
+ext_modules, cmdclass = extension_build()
+
+setup(
+    name="bp_torch",
+    version="0.1.0",
+    description="Back-propagation made explicit: sigmoid layers whose backward is the textbook's equations",
+    packages=find_packages(include=["bp_torch", "bp_torch.*"]),
+    python_requires=">=3.10",
+    install_requires=["torch"],
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
