@@ -65,3 +65,18 @@ def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
     if list(y.shape) != expected_y:
         raise ValueError(f"two_layer_quadratic_cost: y must have shape {expected_y}, got {list(y.shape)}")
     _check_dtype("two_layer_quadratic_cost", [("x", x), ("y", y)])
+
+
+def sigmoid_mlp_sgd_step(x, y, weights, biases):
+    op = "sgd_step"
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must be 2-D (batch, {weights[0].shape[1]}), got shape {list(x.shape)}")
+    for weight, bias in zip(weights, biases):
+        sigmoid_linear(x.new_empty(weight.shape[1]), weight, bias)
+    if x.shape[1] != weights[0].shape[1]:
+        raise ValueError(f"{op}: x must have shape [batch, {weights[0].shape[1]}], got {list(x.shape)}")
+    expected_y = [x.shape[0], weights[-1].shape[0]]
+    if list(y.shape) != expected_y:
+        raise ValueError(f"{op}: y must have shape {expected_y} to match x of shape {list(x.shape)}, "
+                         f"got {list(y.shape)}")
+    _check_dtype(op, [("x", x), ("y", y), ("weight", weights[0])])

@@ -159,3 +159,52 @@ class TwoLayerQuadraticCostFunction(torch.autograd.Function):
             delta2.sum(0) if needs[4] else None,
             (-dC_da2).reshape(y.shape) if needs[5] else None,
         )
+
+
+def sigmoid_mlp_forward(x, weights, biases):
+    """The forward pass of a whole network: ``a^l = sigma(w^l a^(l-1) + b^l)``, ``a^0 = x``.
+
+    Returns every activation ``[a^0, a^1, ..., a^L]``: back-propagation needs them all.
+    """
+    activations = [x]
+    for weight, bias in zip(weights, biases):
+        activations.append(torch.sigmoid(F.linear(activations[-1], weight, bias)))
+    return activations
+
+
+def sigmoid_mlp_backward(grad_output, activations, weights):
+    """Back-propagation through a whole network, from ``dC/da^L`` to every layer's gradients.
+
+    ``delta^L = dC/da^L * sigma'(z^L)`` (1.2); then, layer by layer downwards,
+    ``dC/dW^l = delta^l (a^(l-1))^T`` (1.1, as in A) and
+    ``delta^(l-1) = (W^l)^T delta^l * sigma'(z^(l-1))`` (2.3.2 and 2.2, as in B).
+
+    Shapes: ``grad_output: (*, n_L)``, ``activations[l]: (*, n_l)``, ``weights[l-1]: (n_l, n_(l-1))``.
+    Returns ``(dC/dx, [dC/dW^1 .. dC/dW^L], [dC/db^1 .. dC/db^L])``.
+    """
+    grad_weights, grad_biases = [], []
+    grad_a = grad_output
+    for weight, a_prev, a in zip(reversed(weights), reversed(activations[:-1]), reversed(activations[1:])):
+        grad_a, grad_weight, grad_bias = sigmoid_linear_backward(grad_a, a_prev, weight, a, (True, True, True))
+        grad_weights.append(grad_weight)
+        grad_biases.append(grad_bias)
+    return grad_a, grad_weights[::-1], grad_biases[::-1]
+
+
+def sigmoid_mlp_sgd_step(x, y, weights, biases, lr):
+    """One step of Nielsen's ``update_mini_batch``, in place: forward, back-propagation, ``W <- W - lr dC/dW``.
+
+    The cost is the quadratic cost averaged over the mini-batch, ``C = 1/2n sum_x ||y(x) - a^L(x)||^2``, so the
+    step is ``W <- W - (lr/n) sum_x dC_x/dW``, as in the book. Returns ``C`` before the update.
+    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``; ``weights[l-1]: (n_l, n_(l-1))``, ``biases[l-1]: (n_l,)`` or ``None``.
+    """
+    activations = sigmoid_mlp_forward(x, weights, biases)
+    output = activations[-1]
+    n_samples = max(output[..., 0].numel(), 1)
+    cost = quadratic_cost_per_sample(output, y).mean()
+    grad_output = (output - y) / n_samples                                 # (1.3), averaged over the batch
+    _, grad_weights, grad_biases = sigmoid_mlp_backward(grad_output, activations, weights)
+    for param, grad in zip([*weights, *biases], [*grad_weights, *grad_biases]):
+        if param is not None:
+            param.sub_(lr * grad)                                          # W <- W - eta dC/dW
+    return cost

@@ -3,8 +3,11 @@
 On the C++ backend the checks run in C++ (``TORCH_CHECK``), so a call costs one dispatch; on the Python backend
 they run here. Both raise the same exceptions with the same messages.
 """
+import torch
+
 from . import _backend, _checks
-from .autograd import QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQuadraticCostFunction
+from .autograd import (QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQuadraticCostFunction,
+                       sigmoid_mlp_sgd_step)
 
 
 def sigmoid_linear(input, weight, bias=None):
@@ -48,3 +51,17 @@ def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
     """
     _checks.two_layer_quadratic_cost(x, w1, b1, w2, b2, y)
     return TwoLayerQuadraticCostFunction.apply(x, w1, b1, w2, b2, y)
+
+
+def sgd_step(x, y, weights, biases, lr):
+    r"""One step of Nielsen's ``update_mini_batch`` on a chain of sigmoid layers, updating the tensors in place.
+
+    Forward through every layer, back-propagation by (A)/(B) generalised, then ``W <- W - lr * dC/dW`` (and the
+    biases), where ``C = 1/2n sum_x ||y(x) - a^L(x)||^2`` is the quadratic cost averaged over the mini-batch.
+    Runs without autograd. Returns ``C`` before the update, as a 0-d tensor.
+
+    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``.
+    """
+    _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
+    with torch.no_grad():
+        return sigmoid_mlp_sgd_step(x, y, weights, biases, lr)

@@ -131,3 +131,11 @@ class SigmoidMLP(nn.Sequential):
         super().__init__(*(SigmoidLinear(n_in, n_out, bias=bias, device=device, dtype=dtype)
                            for n_in, n_out in zip(sizes[:-1], sizes[1:])))
         self.sizes = sizes
+
+    def sgd_step(self, x, y, lr):
+        """One step of Nielsen's ``update_mini_batch`` on this network's own parameters, in place, without
+        autograd: see :func:`bp_torch.functional.sgd_step`. Returns the mini-batch's cost before the update.
+
+        Shapes: ``x: (n, sizes[0])``, ``y: (n, sizes[-1])``.
+        """
+        return F.sgd_step(x, y, [layer.weight for layer in self], [layer.bias for layer in self], lr)

@@ -24,6 +24,14 @@ if [ ! -f "$venv/.complete" ]; then
     touch "$venv/.complete"
 fi
 
+# One build at a time: parallel runs (two terminals, a test and a benchmark) share the venv.
+exec 9>"$cache/.lock"
+flock 9
+if [ -z "${BP_TORCH_NO_EXT:-}" ] && ! command -v "${CXX:-c++}" >/dev/null; then
+    echo "[env] no C++ compiler found: installing the Python backend only" >&2
+    export BP_TORCH_NO_EXT=1
+fi
+
 # An editable install: Python edits take effect at once; the extension is rebuilt in place (bp_torch/_C*.so) when
 # setup.py or csrc/ change, or when this checkout is not the one the venv points at.
 build_key=$( (pwd; echo "NO_EXT=${BP_TORCH_NO_EXT:-}"; cat setup.py;
@@ -41,6 +49,7 @@ if [ "$(cat "$venv/.bp_torch-build" 2>/dev/null)" != "$build_key" ] || \
     fi
     echo "$build_key" > "$venv/.bp_torch-build"
 fi
+flock -u 9
 
 export PATH="$venv/bin:$PATH"
 exec "$@"
