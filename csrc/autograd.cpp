@@ -54,6 +54,7 @@ class SigmoidLinearFunction : public torch::autograd::Function<SigmoidLinearFunc
     at::AutoDispatchBelowADInplaceOrView guard;
     auto a = sigmoid_linear_op(x, weight, bias);
     ctx->save_for_backward({x, weight, a});  // never z: sigma'(z) = a (1 - a)  (1.2)
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     return a;
   }
 
@@ -61,7 +62,10 @@ class SigmoidLinearFunction : public torch::autograd::Function<SigmoidLinearFunc
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &a = saved[2];
     const auto& grad_a = grad_outputs[0];
-    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
+    // needs_input_grad counts tensor inputs only: without a bias there is no third one to ask about.
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                      has_bias && ctx->needs_input_grad(2)};
     if (!at::GradMode::is_enabled()) {
       auto [grad_x, grad_weight, grad_bias] = sigmoid_linear_backward_op(grad_a, x, weight, a, mask);
       return {grad_x, grad_weight, grad_bias};
