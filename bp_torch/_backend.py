@@ -88,3 +88,10 @@ if _C is not None:
     @torch.library.register_fake("bp_torch::quadratic_cost_backward")
     def _quadratic_cost_backward_fake(grad_cost, a, y, reduction, output_mask):
         return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)
+
+    # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
+    # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast
+    # to float32, and they compute and return float32, like the Python backend (see bp_torch.functional).
+    for _op in ("bp_torch::sigmoid_linear", "bp_torch::quadratic_cost"):
+        for _device_type in ("cpu", "cuda"):
+            torch.library.register_autocast(_op, _device_type, torch.float32)

@@ -10,6 +10,20 @@ from .autograd import (QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQua
                        sigmoid_mlp_sgd_step)
 
 
+def _autocast_device_type(input):
+    """The device type of ``input`` if torch.autocast is on for it, else None."""
+    device_type = input.device.type
+    enabled = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return device_type if enabled else None
+
+
+def _to_float32(device_type, *tensors):
+    """Under autocast the ops compute in float32, as the C++ ops declare with ``register_autocast`` (see
+    :mod:`bp_torch._backend`): floating-point tensors on the autocast device, other than float64, become float32."""
+    return [t.to(torch.float32) if isinstance(t, torch.Tensor) and t.is_floating_point()
+            and t.device.type == device_type and t.dtype != torch.float64 else t for t in tensors]
+
+
 def sigmoid_linear(input, weight, bias=None):
     r"""``a = sigmoid(input @ weight.T + bias)``: one layer of the chapter, ``a^l = sigma(w^l a^(l-1) + b^l)``.
 
@@ -21,6 +35,10 @@ def sigmoid_linear(input, weight, bias=None):
     """
     if _backend.use_cpp():
         return _backend.ops.sigmoid_linear.default(input, weight, bias)
+    device_type = _autocast_device_type(input)
+    if device_type is not None:  # autocast off inside, or F.linear would drop back to bfloat16/float16
+        with torch.autocast(device_type, enabled=False):
+            return sigmoid_linear(*_to_float32(device_type, input, weight, bias))
     _checks.sigmoid_linear(input, weight, bias)
     return SigmoidLinearFunction.apply(input, weight, bias)
 
@@ -35,6 +53,10 @@ def quadratic_cost(input, target, reduction="mean"):
     """
     if _backend.use_cpp():
         return _backend.ops.quadratic_cost.default(input, target, reduction)
+    device_type = _autocast_device_type(input)
+    if device_type is not None:
+        with torch.autocast(device_type, enabled=False):
+            return quadratic_cost(*_to_float32(device_type, input, target), reduction)
     _checks.quadratic_cost(input, target, reduction)
     return QuadraticCostFunction.apply(input, target, reduction)
 
