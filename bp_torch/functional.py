@@ -51,7 +51,9 @@ def quadratic_cost(input, target, reduction="mean"):
 
     Shapes: ``input, target: (*, n)``; returns ``(*)`` for ``"none"``, a scalar otherwise.
     """
-    if _backend.use_cpp():
+    # A reduction that is not a str (None, say) would fail the op's schema with a RuntimeError: let the Python
+    # checks raise their ValueError instead, as on the Python backend.
+    if _backend.use_cpp() and isinstance(reduction, str):
         return _backend.ops.quadratic_cost.default(input, target, reduction)
     device_type = _autocast_device_type(input)
     if device_type is not None:
