@@ -1,0 +1,56 @@
+"""Independent references: plain torch autograd (nn.functional.linear + torch.sigmoid) and numpy."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def sigmoid_linear(x, weight, bias=None):
+    return torch.sigmoid(F.linear(x, weight, bias))
+
+
+def quadratic_cost(a, y, reduction="mean"):
+    per_sample = 0.5 * ((y - a) ** 2).sum(-1)
+    return {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
+
+
+def grads(fn, inputs, grad_output=None):
+    """Output and gradients of fn(*inputs) w.r.t. the inputs that require grad (None for the others)."""
+    out = fn(*inputs)
+    needed = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    if grad_output is None:
+        grad_output = torch.ones_like(out)
+    got = iter(torch.autograd.grad(out, needed, grad_output)) if needed else iter(())
+    return out, [next(got) if isinstance(t, torch.Tensor) and t.requires_grad else None for t in inputs]
+
+
+def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
+    """Nielsen's network.py, re-stated in numpy: per-sample backprop, averaged over each mini-batch.
+
+    weights[l]: (n_(l+1), n_l), biases[l]: (n_(l+1),); xs: (N, n_0), ys: (N, n_L); visits the samples in order.
+    """
+    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    weights = [w.copy() for w in weights]
+    biases = [b.copy() for b in biases]
+    for start in range(0, len(xs), batch_size):
+        batch = list(zip(xs[start:start + batch_size], ys[start:start + batch_size]))
+        nabla_w = [np.zeros_like(w) for w in weights]
+        nabla_b = [np.zeros_like(b) for b in biases]
+        for x, y in batch:
+            activation, activations, zs = x, [x], []
+            for w, b in zip(weights, biases):
+                z = w @ activation + b
+                zs.append(z)
+                activation = sigmoid(z)
+                activations.append(activation)
+            delta = (activations[-1] - y) * sigmoid(zs[-1]) * (1 - sigmoid(zs[-1]))
+            d_w, d_b = [None] * len(weights), [None] * len(weights)
+            d_w[-1], d_b[-1] = np.outer(delta, activations[-2]), delta
+            for layer in range(2, len(weights) + 1):
+                sp = sigmoid(zs[-layer]) * (1 - sigmoid(zs[-layer]))
+                delta = (weights[-layer + 1].T @ delta) * sp
+                d_w[-layer], d_b[-layer] = np.outer(delta, activations[-layer - 1]), delta
+            nabla_w = [nw + dw for nw, dw in zip(nabla_w, d_w)]
+            nabla_b = [nb + db for nb, db in zip(nabla_b, d_b)]
+        weights = [w - (lr / len(batch)) * nw for w, nw in zip(weights, nabla_w)]
+        biases = [b - (lr / len(batch)) * nb for b, nb in zip(biases, nabla_b)]
+    return weights, biases
