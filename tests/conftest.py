@@ -24,3 +24,16 @@ def backend(request):
     bp_torch.set_backend(request.param)
     yield request.param
     bp_torch.set_backend(previous)
+
+
+# Hypothesis profiles for the property tests (tests/test_properties.py). "ci", the default, is deterministic
+# (derandomize: the same examples on every run and machine) and runs 250 examples per property test and backend:
+# 4 property tests x 250 = 1000 examples per backend, 2000 in all. `--hypothesis-profile=thorough` runs 10x as many.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", max_examples=250, derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("thorough", settings.get_profile("ci"), max_examples=2500)
+settings.load_profile("ci")
