@@ -103,3 +103,23 @@ def test_saves_input_weight_and_output_never_z():
         a = sigmoid_linear(x, weight, b)
     saved_ptrs = sorted(t.data_ptr() for t in saved)
     assert saved_ptrs == sorted([x.data_ptr(), weight.data_ptr(), a.data_ptr()])
+
+
+def test_saves_no_more_memory_than_nn_linear_plus_sigmoid():
+    """Peak memory of forward + backward is set by what autograd keeps between them: compare the saved bytes."""
+    torch.manual_seed(6)
+    x = torch.randn(64, 256, requires_grad=True)
+    plain = torch.nn.Sequential(torch.nn.Linear(256, 128), torch.nn.Sigmoid())
+
+    def saved_bytes(fn):
+        saved = {}
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t,
+                lambda t: t):
+            fn()
+        return sum(saved.values())
+
+    ours = saved_bytes(lambda: sigmoid_linear(x, plain[0].weight, plain[0].bias))
+    theirs = saved_bytes(lambda: plain(x))
+    assert ours <= theirs
+    assert ours == (64 * 256 + 128 * 256 + 64 * 128) * 4       # x, W and a: no z

@@ -20,7 +20,8 @@ ETA = 0.5
 def assert_published(value, published: str):
     """value equals the published decimal to one unit in its last digit."""
     unit = 10.0 ** -len(published.split(".")[1])
-    assert abs(float(value) - float(published)) <= unit, (float(value), published)
+    value = float(torch.as_tensor(value).detach())
+    assert abs(value - float(published)) <= unit, (value, published)
 
 
 def mazur_network():
