@@ -48,13 +48,15 @@ def set_backend(name):
     _active = name
 
 
-def use_cpp():
-    """Whether a call should take the C++ ops.
+def use_cpp(input):
+    """Whether a call on ``input`` should take the C++ ops.
 
-    C++ autograd Functions do not support torch.func transforms, so calls made under ``vmap``/``grad`` take the
-    Python Functions instead, which do. torch.compile traces the C++ ops through their fake kernels.
+    The compiled kernels are CPU kernels: tensors on other devices (CUDA, meta) take the Python Functions, which
+    are device-generic torch code. C++ autograd Functions do not support torch.func transforms, so calls made under
+    ``vmap``/``grad`` take the Python Functions too. torch.compile traces the C++ ops through their fake kernels.
     """
-    return _active == "cpp" and (torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active())
+    return (_active == "cpp" and input.device.type == "cpu"
+            and (torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()))
 
 
 if os.environ.get("BP_TORCH_BACKEND"):

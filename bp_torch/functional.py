@@ -33,7 +33,7 @@ def sigmoid_linear(input, weight, bias=None):
     Shapes: ``input: (*, in_features)``, ``weight: (out_features, in_features)``, ``bias: (out_features,)`` or
     ``None``; returns ``(*, out_features)``. float32 or float64.
     """
-    if _backend.use_cpp():
+    if _backend.use_cpp(input):
         return _backend.ops.sigmoid_linear.default(input, weight, bias)
     device_type = _autocast_device_type(input)
     if device_type is not None:  # autocast off inside, or F.linear would drop back to bfloat16/float16
@@ -53,7 +53,7 @@ def quadratic_cost(input, target, reduction="mean"):
     """
     # A reduction that is not a str (None, say) would fail the op's schema with a RuntimeError: let the Python
     # checks raise their ValueError instead, as on the Python backend.
-    if _backend.use_cpp() and isinstance(reduction, str):
+    if _backend.use_cpp(input) and isinstance(reduction, str):
         return _backend.ops.quadratic_cost.default(input, target, reduction)
     device_type = _autocast_device_type(input)
     if device_type is not None:
