@@ -500,7 +500,7 @@ def _plot(report, path, title):
     fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02, label="|dC/dw| (edge colour and width)")
     batch = f", activations averaged over {report.n_samples} samples" if report.n_samples > 1 else ""
     ax.set_title(title or f"network {'-'.join(map(str, sizes))}, C = {report.cost:.6g}{batch}", fontsize=10)
-    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
 
 
 # --------------------------------------------------------------------------------------------------------------------
