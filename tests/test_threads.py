@@ -1,0 +1,158 @@
+"""Threads, on every backend: forward and backward from 4 Python threads at once give the serial results, on separate
+modules and on one shared module; and the C++ kernels hold no global mutable state.
+"""
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import bp_torch
+from bp_torch import functional
+
+N_THREADS = 4
+ROUNDS = 5
+# (batch, in, out): small, and large enough for the kernels' at::parallel_for to split the work (> 32768 elements)
+SIZES = [(8, 5, 3), (256, 64, 192)]
+
+
+def make_net(seed, n_in, n_out):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(bp_torch.SigmoidLinear(n_in, n_out), bp_torch.SigmoidLinear(n_out, 4))
+
+
+def make_batch(seed, batch, n_in):
+    gen = torch.Generator().manual_seed(1000 + seed)
+    return torch.randn(batch, n_in, generator=gen), torch.rand(batch, 4, generator=gen)
+
+
+def step(net, x, y):
+    """Forward, cost, and the gradients of every parameter and of x (autograd.grad: nothing is accumulated)."""
+    x = x.clone().requires_grad_()
+    out = net(x)
+    cost = functional.quadratic_cost(out, y)
+    grads = torch.autograd.grad(cost, [x, *net.parameters()])
+    return [out.detach(), cost.detach(), *grads]
+
+
+def run_in_threads(work):
+    """Runs work(i) for i in range(N_THREADS), all threads released together; returns the results in order."""
+    results, errors = [None] * N_THREADS, []
+    barrier = threading.Barrier(N_THREADS)
+
+    def target(i):
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+    return results
+
+
+def assert_same(got, expected):
+    for g, e in zip(got, expected, strict=True):
+        assert torch.equal(g, e)
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_separate_modules_in_threads_match_serial(sizes):
+    batch, n_in, n_out = sizes
+    nets = [make_net(i, n_in, n_out) for i in range(N_THREADS)]
+    data = [make_batch(i, batch, n_in) for i in range(N_THREADS)]
+    serial = [step(nets[i], *data[i]) for i in range(N_THREADS)]
+    threaded = run_in_threads(lambda i: [step(nets[i], *data[i]) for _ in range(ROUNDS)])
+    for i in range(N_THREADS):
+        for result in threaded[i]:
+            assert_same(result, serial[i])
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_shared_module_in_threads_matches_serial(sizes):
+    batch, n_in, n_out = sizes
+    net = make_net(0, n_in, n_out)
+    data = [make_batch(i, batch, n_in) for i in range(N_THREADS)]
+    serial = [step(net, *data[i]) for i in range(N_THREADS)]
+    threaded = run_in_threads(lambda i: [step(net, *data[i]) for _ in range(ROUNDS)])
+    for i in range(N_THREADS):
+        for result in threaded[i]:
+            assert_same(result, serial[i])
+
+
+def test_shared_module_backward_accumulates_every_threads_gradient():
+    net = make_net(0, 16, 8)
+    data = [make_batch(i, 32, 16) for i in range(N_THREADS)]
+    expected = [torch.zeros_like(p) for p in net.parameters()]
+    for i in range(N_THREADS):
+        for e, g in zip(expected, step(net, *data[i])[3:]):
+            e += g
+
+    def work(i):
+        functional.quadratic_cost(net(data[i][0]), data[i][1]).backward()   # into the shared .grad
+
+    run_in_threads(work)
+    for p, e in zip(net.parameters(), expected):
+        torch.testing.assert_close(p.grad, e)                 # the order of the 4 additions may differ
+
+
+def test_sgd_step_on_separate_networks_in_threads_matches_serial():
+    def make(seed):                                           # in the main thread: init draws from the global RNG
+        torch.manual_seed(seed)
+        return bp_torch.SigmoidMLP([16, 8, 4]), *make_batch(seed, 32, 16)
+
+    def train(net, x, y):
+        costs = [net.sgd_step(x, y, 3.0) for _ in range(ROUNDS)]
+        return [*costs, *[p.detach() for p in net.parameters()]]
+
+    serial = [train(*make(i)) for i in range(N_THREADS)]
+    setups = [make(i) for i in range(N_THREADS)]
+    threaded = run_in_threads(lambda i: train(*setups[i]))
+    for got, expected in zip(threaded, serial):
+        assert_same(got, expected)
+
+
+# --- no global mutable state in the C++ extension ---------------------------------------------------------------------
+
+CSRC = Path(__file__).resolve().parents[1] / "csrc"
+
+
+@pytest.mark.backends("cpp")
+def test_cpp_extension_has_no_global_mutable_state(backend):
+    """Every writable data symbol (.data/.bss) of bp_torch's own code is a dispatcher op handle held in a
+    function-local static (thread-safe initialisation, read-only afterwards), a TORCH_LIBRARY registration object,
+    or the Python module definition: no caches, counters or buffers shared between threads."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+    library = bp_torch._backend._C.__file__
+    sources = "\n".join(p.read_text() for p in sorted(CSRC.rglob("*.cpp")) + sorted(CSRC.rglob("*.h")))
+    op_handles = set(re.findall(r"static\s+(?:const\s+)?auto\s+(\w+)\s*=\s*c10::Dispatcher::singleton\(\)", sources))
+    symbols = subprocess.run([nm, "-C", library], capture_output=True, text=True, check=True).stdout.splitlines()
+    offenders = []
+    for line in symbols:
+        parts = line.split(maxsplit=2)
+        if len(parts) != 3 or parts[1] not in "bBdD":
+            continue
+        name = parts[2]
+        if "bp_torch" not in name and not name.startswith("PyInit"):
+            continue                                          # the C++ runtime's and torch's own
+        if name.startswith(("typeinfo for", "vtable for", "guard variable for")):
+            continue                                          # RTTI, vtables, static-init guards
+        if re.match(r"bp_torch::TORCH_LIBRARY(_IMPL)?_static_init_", name) or name == "PyInit__C::module":
+            continue
+        local_static = re.search(r"\)::(\w+)$", name)
+        if local_static and local_static.group(1) in op_handles:
+            continue
+        offenders.append(name)
+    assert op_handles
+    assert not offenders, f"writable global state in {library}: {offenders}"
