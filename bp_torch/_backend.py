@@ -76,6 +76,7 @@ if _C is not None:
 
     @torch.library.register_fake("bp_torch::sigmoid_linear_backward")
     def _sigmoid_linear_backward_fake(grad_a, x, weight, a, output_mask):
+        _checks.sigmoid_linear_backward(grad_a, x, weight, a)
         return (
             x.new_empty(x.shape) if output_mask[0] else None,
             weight.new_empty(weight.shape) if output_mask[1] else None,
@@ -89,6 +90,7 @@ if _C is not None:
 
     @torch.library.register_fake("bp_torch::quadratic_cost_backward")
     def _quadratic_cost_backward_fake(grad_cost, a, y, reduction, output_mask):
+        _checks.quadratic_cost_backward(grad_cost, a, y, reduction)
         return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)
 
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under

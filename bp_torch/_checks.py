@@ -55,6 +55,27 @@ def quadratic_cost(a, y, reduction):
     _check_dtype(op, [("input", a), ("target", y)])
 
 
+def sigmoid_linear_backward(grad_a, x, weight, a):
+    """The checks of the C++ op ``bp_torch::sigmoid_linear_backward``, for its fake kernel."""
+    sigmoid_linear(x, weight, None)
+    out_shape = [*x.shape[:-1], weight.shape[0]]
+    if list(a.shape) != out_shape or grad_a.shape != a.shape:
+        raise ValueError(f"sigmoid_linear_backward: grad_a and a must have shape {out_shape}, "
+                         f"got {list(grad_a.shape)} and {list(a.shape)}")
+    if grad_a.dtype != x.dtype or a.dtype != x.dtype:
+        raise TypeError("sigmoid_linear_backward: grad_a and a must have the input's dtype")
+
+
+def quadratic_cost_backward(grad_cost, a, y, reduction):
+    """The checks of the C++ op ``bp_torch::quadratic_cost_backward``, for its fake kernel."""
+    quadratic_cost(a, y, reduction)
+    expected = list(a.shape[:-1]) if reduction == "none" else []
+    if list(grad_cost.shape) != expected:
+        raise ValueError(f"quadratic_cost_backward: grad_cost must have shape {expected}, got {list(grad_cost.shape)}")
+    if grad_cost.dtype != a.dtype:
+        raise TypeError("quadratic_cost_backward: grad_cost must have the input's dtype")
+
+
 def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
     sigmoid_linear(x, w1, b1)
     if w2.dim() != 2 or w2.shape[1] != w1.shape[0]:
