@@ -111,13 +111,14 @@ def _as_tensor(value, like, name):
 # The report
 # --------------------------------------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False)  # tensors inside: == between reports would be ambiguous
 class LayerReport:
     """One layer's chain rule. Per-sample tensors have a leading sample dimension ``n`` (flattened ``*``).
 
     Attributes:
         index: ``l``, from 1 (the first layer) to ``L`` (the output layer)
         equations: the equation label of each quantity below, e.g. ``{"dz_dw": "(1.1)", "dC_dw": "(A)", ...}``
+        formula: the product ``dC/dw^l`` written as the chapter writes it, e.g. ``"a^1 * sigma'(z^2) * (a^2 - y)"``
         z: ``z^l = w^l a^(l-1) + b^l``, ``(n, n_l)``
         a: ``a^l = sigma(z^l)``, ``(n, n_l)``
         dz_dw: (1.1) / (2.1), ``a^(l-1)``, ``(n, n_(l-1))``
@@ -164,7 +165,7 @@ class LayerReport:
                 "equations": dict(self.equations), "formula": self.formula, **plain}
 
 
-@dataclass
+@dataclass(eq=False)
 class ExplainReport:
     """What :func:`explain` returns: the forward pass, the cost and one :class:`LayerReport` per layer.
 
