@@ -8,6 +8,7 @@ cannot be compiled (no compiler, say), the package still installs and runs on th
 """
 import glob
 import os
+import shlex
 import sys
 
 from setuptools import find_packages, setup
@@ -23,6 +24,12 @@ def cpu_flags():
     if "avx2" in cpuinfo and "fma" in cpuinfo:
         flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return flags
+
+
+def extra_flags():
+    """Flags added to both the compile and the link, e.g. the sanitizers of scripts/asan_test.sh:
+    BP_TORCH_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"."""
+    return shlex.split(os.environ.get("BP_TORCH_EXTRA_CFLAGS", ""))
 
 
 def extension_build():
@@ -44,8 +51,8 @@ def extension_build():
     ext = CppExtension(
         "bp_torch._C",
         sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp")),
-        extra_compile_args={"cxx": cpu_flags()},
-        extra_link_args=["-fopenmp"],
+        extra_compile_args={"cxx": cpu_flags() + extra_flags()},
+        extra_link_args=["-fopenmp"] + extra_flags(),
     )
     return [ext], {"build_ext": OptionalBuildExtension}
 
