@@ -632,4 +632,8 @@ def main(argv=None):
 if __name__ == "__main__":
     # Run the copy that ``import bp_torch`` has already loaded, so that there is one ExplainReport class, not two.
     from bp_torch.explain import main as _main
-    sys.exit(_main())
+    try:
+        sys.exit(_main())
+    except BrokenPipeError:  # piped into head, say: stop quietly, as command-line tools do
+        sys.stdout = None
+        sys.exit(1)
