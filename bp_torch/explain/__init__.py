@@ -28,24 +28,15 @@ The formulas it shares with the library come from :mod:`bp_torch.autograd` (``si
 ``cost(model(x), y)``, run on copies of the parameters, so the model and its ``.grad`` are left untouched.
 """
 import argparse
-import sys
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _backend
-from .autograd import quadratic_cost_backward, sigmoid_prime_from_output
-from .modules import QuadraticCost, SigmoidLinear, SigmoidMLP
-
-# ``bp_torch/__init__.py`` imports this module (to export ``bp_torch.explain``), so ``python -m bp_torch.explain``
-# finds it already imported and runpy warns that running it again "may result in unpredictable behaviour". The
-# ``__main__`` block below hands over to this imported copy, so there is nothing unpredictable: silence exactly that
-# message, nothing else.
-warnings.filterwarnings("ignore", category=RuntimeWarning,
-                        message=r"'bp_torch\.explain' found in sys\.modules after import of package 'bp_torch'")
+from .. import _backend
+from ..autograd import quadratic_cost_backward, sigmoid_prime_from_output
+from ..modules import QuadraticCost, SigmoidLinear, SigmoidMLP
 
 __all__ = ["ExplainReport", "LayerReport", "explain", "main", "mazur_example"]
 
@@ -627,13 +618,3 @@ def main(argv=None):
         report.plot(args.plot)
         print(f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)")
     return 0
-
-
-if __name__ == "__main__":
-    # Run the copy that ``import bp_torch`` has already loaded, so that there is one ExplainReport class, not two.
-    from bp_torch.explain import main as _main
-    try:
-        sys.exit(_main())
-    except BrokenPipeError:  # piped into head, say: stop quietly, as command-line tools do
-        sys.stdout = None
-        sys.exit(1)
