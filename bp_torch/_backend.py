@@ -93,6 +93,24 @@ if _C is not None:
         _checks.quadratic_cost_backward(grad_cost, a, y, reduction)
         return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)
 
+    @torch.library.register_fake("bp_torch::sigmoid_mlp")
+    def _sigmoid_mlp_fake(x, weights, biases):
+        _checks.sigmoid_mlp(x, weights, biases)
+        return [x.new_empty((*x.shape[:-1], weight.shape[0])) for weight in weights]
+
+    @torch.library.register_fake("bp_torch::sigmoid_mlp_backward")
+    def _sigmoid_mlp_backward_fake(grad_output, x, weights, activations, input_grad, bias_grad):
+        return (
+            x.new_empty(x.shape) if input_grad else None,
+            [weight.new_empty(weight.shape) for weight in weights],
+            [weight.new_empty(weight.shape[0]) for weight in weights] if bias_grad else [],
+        )
+
+    @torch.library.register_fake("bp_torch::sigmoid_mlp_sgd_step")
+    def _sigmoid_mlp_sgd_step_fake(x, y, weights, biases, lr):
+        _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
+        return x.new_empty(())                     # the cost; the parameters change in place, shapes unchanged
+
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
     # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast
     # to float32, and they compute and return float32, like the Python backend (see bp_torch.functional).

@@ -88,12 +88,55 @@ def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
     _check_dtype("two_layer_quadratic_cost", [("x", x), ("y", y)])
 
 
+def _sigmoid_mlp_layer_count(op, weights, biases):
+    if len(weights) == 0:
+        raise ValueError(f"{op}: weights must have at least one entry (one per layer), got none")
+    if len(biases) not in (0, len(weights)):
+        raise ValueError(f"{op}: biases must be empty (no bias) or have one entry per layer ({len(weights)}), "
+                         f"got {len(biases)}")
+
+
+def _check_chain(op, l, n_in, weight):
+    """Layer l's in_features must be the width of what feeds it: the input for l = 0, else layer l-1's output."""
+    if weight.shape[1] != n_in:
+        source = "the input's last dimension" if l == 0 else "the previous layer's out_features"
+        raise ValueError(f"{op}: weights[{l}] must have in_features={n_in} ({source}), "
+                         f"got shape {list(weight.shape)}")
+
+
+def sigmoid_mlp(x, weights, biases, op="sigmoid_mlp"):
+    """A whole network: ``weights[l]: (n_(l+1), n_l)`` chained from ``x: (*, n_0)``; ``biases`` empty (no bias) or
+    one ``(n_(l+1),)`` per layer; one dtype (float32 or float64) and one device for all."""
+    _sigmoid_mlp_layer_count(op, weights, biases)
+    if x.dim() == 0:
+        raise ValueError(f"{op}: input must have at least 1 dimension (*, in_features), got a 0-d tensor")
+    n_in = x.shape[-1]
+    tensors = [("input", x)]
+    for l, weight in enumerate(weights):
+        if weight.dim() != 2:
+            raise ValueError(f"{op}: weights[{l}] must be 2-D (out_features, in_features), "
+                             f"got shape {list(weight.shape)}")
+        _check_chain(op, l, n_in, weight)
+        tensors.append((f"weights[{l}]", weight))
+        if biases:
+            if biases[l].dim() != 1 or biases[l].shape[0] != weight.shape[0]:
+                raise ValueError(f"{op}: biases[{l}] must have shape [{weight.shape[0]}] (out_features), "
+                                 f"got shape {list(biases[l].shape)}")
+            tensors.append((f"biases[{l}]", biases[l]))
+        n_in = weight.shape[0]
+    _check_dtype(op, tensors)
+
+
 def sigmoid_mlp_sgd_step(x, y, weights, biases):
+    """``biases``: empty (no bias) or one per layer, as the op takes them (see bp_torch.functional.sgd_step)."""
     op = "sgd_step"
+    _sigmoid_mlp_layer_count(op, weights, biases)
     if x.dim() != 2:
         raise ValueError(f"{op}: x must be 2-D (batch, {weights[0].shape[1]}), got shape {list(x.shape)}")
-    for weight, bias in zip(weights, biases):
-        sigmoid_linear(x.new_empty(weight.shape[1]), weight, bias)
+    for l, weight in enumerate(weights):
+        sigmoid_linear(x.new_empty(weight.shape[-1]), weight, biases[l] if biases else None)
+        if l > 0:
+            _check_chain(op, l, weights[l - 1].shape[0], weight)
     if x.shape[1] != weights[0].shape[1]:
         raise ValueError(f"{op}: x must have shape [batch, {weights[0].shape[1]}], got {list(x.shape)}")
     expected_y = [x.shape[0], weights[-1].shape[0]]

@@ -77,15 +77,58 @@ def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
     return TwoLayerQuadraticCostFunction.apply(x, w1, b1, w2, b2, y)
 
 
+def sigmoid_mlp(input, weights, biases=()):
+    r"""A whole network of sigmoid layers, ``a^l = sigma(w^l a^(l-1) + b^l)`` for ``l = 1 .. L``, ``a^0 = input``:
+    returns ``a^L``.
+
+    On the C++ backend this is one op and one autograd node for the whole network, whose backward is the
+    back-propagation loop: ``delta^L = dC/da^L * sigma'(z^L)`` (1.2), ``dC/dW^l = delta^l (a^(l-1))^T`` (1.1, as in
+    A), ``delta^(l-1) = (W^l)^T delta^l * sigma'(z^(l-1))`` (2.3.2 and 2.2, as in B). On the Python backend (and
+    under torch.func transforms) it is the chain of :func:`sigmoid_linear` s, with the same values and gradients.
+
+    Shapes: ``input: (*, n_0)``, ``weights[l]: (n_(l+1), n_l)``, ``biases``: empty (no bias) or ``biases[l]:
+    (n_(l+1),)``; returns ``(*, n_L)``. float32 or float64.
+    """
+    if _backend.use_cpp(input):
+        return _backend.ops.sigmoid_mlp.default(input, weights, biases)[-1]
+    _checks.sigmoid_mlp(input, weights, biases)
+    for l, weight in enumerate(weights):
+        input = sigmoid_linear(input, weight, biases[l] if biases else None)
+    return input
+
+
+def _bias_list(biases):
+    """The ops take the biases as a list: empty for a network without biases, else one tensor per layer."""
+    present = [b for b in biases if b is not None]
+    if present and len(present) != len(biases):
+        raise ValueError(f"sgd_step: biases must be all tensors or all None, got {len(present)} tensors and "
+                         f"{len(biases) - len(present)} None")
+    return present
+
+
 def sgd_step(x, y, weights, biases, lr):
     r"""One step of Nielsen's ``update_mini_batch`` on a chain of sigmoid layers, updating the tensors in place.
 
     Forward through every layer, back-propagation by (A)/(B) generalised, then ``W <- W - lr * dC/dW`` (and the
     biases), where ``C = 1/2n sum_x ||y(x) - a^L(x)||^2`` is the quadratic cost averaged over the mini-batch.
-    Runs without autograd. Returns ``C`` before the update, as a 0-d tensor.
+    Runs without autograd, and bumps the tensors' version counters as any in-place update does. Returns ``C``
+    before the update, as a 0-d tensor. On the C++ backend the whole step is one op (``bp_torch::sigmoid_mlp_sgd_step``).
 
-    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``.
+    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)``; ``biases``
+    all ``None`` (or empty) for a network without biases.
     """
+    return _sgd_step(x, y, weights, _bias_list(biases), lr)
+
+
+def _sgd_step(x, y, weights, biases, lr):
+    """sgd_step with ``biases`` already a list of tensors (empty or one per layer): SigmoidMLP's fast path."""
+    if _backend.use_cpp(x):
+        # The op checks its inputs in C++ with the Python checks' words, and runs below autograd.
+        return _sgd_step_op(x, y, weights, biases, lr)
     _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
     with torch.no_grad():
-        return sigmoid_mlp_sgd_step(x, y, weights, biases, lr)
+        return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
+
+
+# The op's overload, looked up once: sgd_step runs once per mini-batch, so attribute lookups per call show.
+_sgd_step_op = _backend.ops.sigmoid_mlp_sgd_step.default if _backend._C is not None else None

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from . import _checks
+from . import _backend, _checks
 from . import functional as F
 
 
@@ -132,10 +132,31 @@ class SigmoidMLP(nn.Sequential):
                            for n_in, n_out in zip(sizes[:-1], sizes[1:])))
         self.sizes = sizes
 
+    def _parameter_lists(self):
+        """``([W^1 .. W^L], [b^1 .. b^L])``, the biases list empty without biases: what the fused ops take.
+
+        Built on each call (about a microsecond for a few layers) rather than cached, because the parameters a
+        layer holds can change under us: ``torch.func.functional_call`` and ``nn.utils.parametrize`` swap them.
+        """
+        weights = [layer.weight for layer in self]
+        biases = [layer.bias for layer in self]
+        return weights, (biases if biases[0] is not None else [])
+
+    def forward(self, input):
+        """On the C++ backend, the whole network is one op and one autograd node (see
+        :func:`bp_torch.functional.sigmoid_mlp`), so forward hooks of the individual layers do not run; on the
+        Python backend, and under torch.func transforms, it is the chain of layers, as an ``nn.Sequential``."""
+        if _backend.use_cpp(input):
+            weights, biases = self._parameter_lists()
+            return F.sigmoid_mlp(input, weights, biases)
+        return super().forward(input)
+
     def sgd_step(self, x, y, lr):
         """One step of Nielsen's ``update_mini_batch`` on this network's own parameters, in place, without
         autograd: see :func:`bp_torch.functional.sgd_step`. Returns the mini-batch's cost before the update.
+        On the C++ backend the whole step is a single op call.
 
         Shapes: ``x: (n, sizes[0])``, ``y: (n, sizes[-1])``.
         """
-        return F.sgd_step(x, y, [layer.weight for layer in self], [layer.bias for layer in self], lr)
+        weights, biases = self._parameter_lists()
+        return F._sgd_step(x, y, weights, biases, lr)

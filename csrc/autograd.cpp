@@ -4,6 +4,7 @@
 // Each backward calls the fused backward op. When the caller asks for a graph of the gradient (create_graph=True,
 // so grad mode is on inside backward), it composes differentiable ATen ops instead: the same formulas, slower,
 // but differentiable, so double backward is exact on this backend too.
+#include <c10/util/irange.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -45,6 +46,22 @@ std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_op(
                        .findSchemaOrThrow("bp_torch::quadratic_cost_backward", "")
                        .typed<decltype(quadratic_cost_backward_cpu)>();
   return op.call(grad_cost, a, y, reduction, output_mask);
+}
+
+std::vector<at::Tensor> sigmoid_mlp_op(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::sigmoid_mlp", "")
+                       .typed<decltype(sigmoid_mlp_cpu)>();
+  return op.call(x, weights, biases);
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid_mlp_backward_op(
+    const at::Tensor& grad_output, const at::Tensor& x, at::TensorList weights, at::TensorList activations,
+    bool input_grad, bool bias_grad) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::sigmoid_mlp_backward", "")
+                       .typed<decltype(sigmoid_mlp_backward_cpu)>();
+  return op.call(grad_output, x, weights, activations, input_grad, bias_grad);
 }
 
 class SigmoidLinearFunction : public torch::autograd::Function<SigmoidLinearFunction> {
@@ -112,6 +129,81 @@ class QuadraticCostFunction : public torch::autograd::Function<QuadraticCostFunc
   }
 };
 
+// A whole network as one autograd node. It returns every activation a^1 .. a^L as an output (SigmoidMLP uses the
+// last) and saves them, with x and the weights: the saved activations are outputs of this node, so a graph built
+// from them in backward (create_graph) leads back here, and double backward works. Gradients of outputs nobody
+// used arrive undefined (set_materialize_grads(false)) and count as zero, at no cost.
+class SigmoidMLPFunction : public torch::autograd::Function<SigmoidMLPFunction> {
+ public:
+  // at::TensorList (not std::vector) so that autograd sees each weight and bias as an input of its own.
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList weights,
+                               at::TensorList biases) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto activations = sigmoid_mlp_op(x, weights, biases);
+    variable_list to_save{x};
+    to_save.insert(to_save.end(), weights.begin(), weights.end());
+    to_save.insert(to_save.end(), activations.begin(), activations.end());  // never z: sigma'(z) = a (1 - a) (1.2)
+    ctx->save_for_backward(to_save);
+    ctx->saved_data["n_layers"] = static_cast<int64_t>(weights.size());
+    ctx->saved_data["has_bias"] = !biases.empty();
+    ctx->set_materialize_grads(false);
+    return activations;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const int64_t L = ctx->saved_data["n_layers"].toInt();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const auto& x = saved[0];
+    const std::vector<at::Tensor> weights(saved.begin() + 1, saved.begin() + 1 + L);
+    const std::vector<at::Tensor> acts(saved.begin() + 1 + L, saved.end());
+    // Inputs, as autograd counts them: x, W^1 .. W^L, then b^1 .. b^L if there are biases.
+    const bool input_grad = ctx->needs_input_grad(0);
+    bool bias_grad = false;
+    for (int64_t l = 0; has_bias && l < L; ++l) bias_grad = bias_grad || ctx->needs_input_grad(1 + L + l);
+    variable_list grads(1 + L + (has_bias ? L : 0));
+
+    bool intermediate_grads = false;
+    for (int64_t l = 0; l + 1 < L; ++l) intermediate_grads = intermediate_grads || grad_outputs[l].defined();
+    if (!at::GradMode::is_enabled() && !intermediate_grads) {
+      // The common case, only a^L used: the fused back-propagation loop, one op.
+      if (!grad_outputs[L - 1].defined()) return grads;
+      auto [grad_x, grad_weights, grad_biases] =
+          sigmoid_mlp_backward_op(grad_outputs[L - 1], x, weights, acts, input_grad, bias_grad);
+      grads[0] = grad_x;
+      for (const auto l : c10::irange(L)) {
+        if (ctx->needs_input_grad(1 + l)) grads[1 + l] = grad_weights[l];
+        if (bias_grad && ctx->needs_input_grad(1 + L + l)) grads[1 + L + l] = grad_biases[l];
+      }
+      return grads;
+    }
+    // create_graph, or a^l (l < L) used as well: the same loop in differentiable ATen ops, adding the gradient that
+    // reaches each a^l directly to the one back-propagated from above.
+    at::Tensor grad_a = grad_outputs[L - 1];
+    for (int64_t l = L - 1; l >= 0; --l) {
+      const auto& a = acts[l];
+      const auto& a_prev = l > 0 ? acts[l - 1] : x;
+      at::Tensor grad_a_prev;
+      if (grad_a.defined()) {
+        const int64_t rows = leading_numel(a_prev), in = weights[l].size(1), out = weights[l].size(0);
+        const auto delta = grad_a * a * (1 - a);                     // delta^l = dC/da^l sigma'(z^l)  (1.2, 2.2)
+        const auto delta_rows = delta.reshape({rows, out});
+        if (ctx->needs_input_grad(1 + l)) {
+          grads[1 + l] = delta_rows.t().mm(a_prev.reshape({rows, in}));   // delta^l (a^(l-1))^T  (1.1, as in A)
+        }
+        if (has_bias && ctx->needs_input_grad(1 + L + l)) grads[1 + L + l] = delta_rows.sum(0);
+        if (l > 0 || input_grad) grad_a_prev = at::matmul(delta, weights[l]);   // (W^l)^T delta^l  (2.3.2)
+      }
+      if (l > 0 && grad_outputs[l - 1].defined()) {
+        grad_a_prev = grad_a_prev.defined() ? grad_a_prev + grad_outputs[l - 1] : grad_outputs[l - 1];
+      }
+      grad_a = grad_a_prev;
+    }
+    if (input_grad) grads[0] = grad_a;
+    return grads;
+  }
+};
+
 at::Tensor sigmoid_linear_autograd(const at::Tensor& x, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias) {
   return SigmoidLinearFunction::apply(x, weight, bias);
@@ -121,11 +213,28 @@ at::Tensor quadratic_cost_autograd(const at::Tensor& a, const at::Tensor& y, c10
   return QuadraticCostFunction::apply(a, y, reduction);
 }
 
+variable_list sigmoid_mlp_autograd(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  return SigmoidMLPFunction::apply(x, weights, biases);
+}
+
+// The sgd step is an optimizer's update, not a differentiable function: it runs below autograd, as torch.optim's
+// updates run under no_grad, and its cost never requires grad. (The CPU kernel bumps the parameters' versions.)
+at::Tensor sigmoid_mlp_sgd_step_autograd(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                         at::TensorList biases, double lr) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::sigmoid_mlp_sgd_step", "")
+                       .typed<decltype(sigmoid_mlp_sgd_step_cpu)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(x, y, weights, biases, lr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(bp_torch, Autograd, m) {
   m.impl("sigmoid_linear", &sigmoid_linear_autograd);
   m.impl("quadratic_cost", &quadratic_cost_autograd);
+  m.impl("sigmoid_mlp", &sigmoid_mlp_autograd);
+  m.impl("sigmoid_mlp_sgd_step", &sigmoid_mlp_sgd_step_autograd);
 }
 
 }  // namespace bp_torch

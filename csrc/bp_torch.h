@@ -7,6 +7,7 @@
 #include <optional>
 #include <c10/util/string_view.h>
 #include <tuple>
+#include <vector>
 
 namespace bp_torch {
 
@@ -14,6 +15,9 @@ namespace bp_torch {
 // Python backend, so a user sees the same error whichever backend is active.
 void check_sigmoid_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
 void check_quadratic_cost(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction);
+void check_sigmoid_mlp(const char* op, const at::Tensor& x, at::TensorList weights, at::TensorList biases);
+void check_sigmoid_mlp_sgd_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                at::TensorList biases);
 
 // Number of samples in a (*, features) tensor: the product of its leading dimensions.
 inline int64_t leading_numel(const at::Tensor& t) {
@@ -32,5 +36,13 @@ at::Tensor quadratic_cost_cpu(const at::Tensor& a, const at::Tensor& y, c10::str
 std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_cpu(
     const at::Tensor& grad_cost, const at::Tensor& a, const at::Tensor& y, c10::string_view reduction,
     std::array<bool, 2> output_mask);
+
+// A whole SigmoidMLP (csrc/cpu/sigmoid_mlp.cpp): weights[l] is (n_(l+1), n_l), biases empty or one per layer.
+std::vector<at::Tensor> sigmoid_mlp_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases);
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid_mlp_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& x, at::TensorList weights, at::TensorList activations,
+    bool input_grad, bool bias_grad);
+at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                    at::TensorList biases, double lr);
 
 }  // namespace bp_torch

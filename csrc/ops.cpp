@@ -4,6 +4,7 @@
 // cost nothing. Autograd is attached in csrc/autograd.cpp, the CPU kernels live in csrc/cpu/, and the fake
 // kernels that let torch.compile trace the ops are in bp_torch/_backend.py.
 #include <Python.h>
+#include <c10/util/irange.h>
 #include <torch/library.h>
 
 #include "bp_torch.h"
@@ -74,6 +75,88 @@ void check_quadratic_cost(const at::Tensor& a, const at::Tensor& y, c10::string_
   check_dtypes_and_devices(op, {{"input", &a}, {"target", &y}});
 }
 
+// A whole network: each layer's in_features equal to the width of what feeds it, biases empty or one per layer.
+void check_sigmoid_mlp(const char* op, const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must have at least one entry (one per layer), got none");
+  TORCH_CHECK_VALUE(biases.empty() || biases.size() == weights.size(), op,
+                    ": biases must be empty (no bias) or have one entry per layer (", weights.size(), "), got ",
+                    biases.size());
+  TORCH_CHECK_VALUE(x.dim() > 0, op, ": input must have at least 1 dimension (*, in_features), got a 0-d tensor");
+  int64_t n_in = x.size(-1);
+  for (const auto l : c10::irange(weights.size())) {
+    const auto& weight = weights[l];
+    TORCH_CHECK_VALUE(weight.dim() == 2, op, ": weights[", l, "] must be 2-D (out_features, in_features), got shape ",
+                      weight.sizes());
+    TORCH_CHECK_VALUE(weight.size(1) == n_in, op, ": weights[", l, "] must have in_features=", n_in, " (",
+                      l == 0 ? "the input's last dimension" : "the previous layer's out_features", "), got shape ",
+                      weight.sizes());
+    if (!biases.empty()) {
+      TORCH_CHECK_VALUE(biases[l].dim() == 1 && biases[l].size(0) == weight.size(0), op, ": biases[", l,
+                        "] must have shape [", weight.size(0), "] (out_features), got shape ", biases[l].sizes());
+    }
+    n_in = weight.size(0);
+  }
+  // As check_dtypes_and_devices, over input, weights[0], biases[0], weights[1], ...: the names are built only
+  // when a check fails, so a passing call costs no string work.
+  std::vector<const at::Tensor*> tensors{&x};
+  for (const auto l : c10::irange(weights.size())) {
+    tensors.push_back(&weights[l]);
+    if (!biases.empty()) tensors.push_back(&biases[l]);
+  }
+  const auto name = [&](size_t i) -> std::string {
+    if (i == 0) return "input";
+    const size_t per_layer = biases.empty() ? 1 : 2;
+    return c10::str((i - 1) % per_layer == 0 ? "weights[" : "biases[", (i - 1) / per_layer, "]");
+  };
+  for (const auto i : c10::irange(tensors.size())) {
+    TORCH_CHECK_TYPE(is_supported_dtype(tensors[i]->scalar_type()), op, ": ", name(i),
+                     " must be float32 or float64, got ", dtype_name(tensors[i]->scalar_type()));
+  }
+  for (const auto i : c10::irange(tensors.size())) {
+    TORCH_CHECK_TYPE(tensors[i]->scalar_type() == x.scalar_type(), op, ": input and ", name(i),
+                     " must have the same dtype, got ", dtype_name(x.scalar_type()), " and ",
+                     dtype_name(tensors[i]->scalar_type()));
+  }
+  for (const auto i : c10::irange(tensors.size())) {
+    TORCH_CHECK_VALUE(tensors[i]->device() == x.device(), op, ": input and ", name(i),
+                      " must be on the same device, got ", x.device(), " and ", tensors[i]->device());
+  }
+}
+
+// The Python backend's checks of sgd_step (bp_torch/_checks.py), in the same order with the same words: each
+// layer as sigmoid_linear checks it, with x standing in for the layer's input's dtype and device.
+void check_sigmoid_mlp_sgd_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                at::TensorList biases) {
+  constexpr const char* op = "sgd_step";
+  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must have at least one entry (one per layer), got none");
+  TORCH_CHECK_VALUE(biases.empty() || biases.size() == weights.size(), op,
+                    ": biases must be empty (no bias) or have one entry per layer (", weights.size(), "), got ",
+                    biases.size());
+  TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be 2-D (batch, ", weights[0].size(1), "), got shape ", x.sizes());
+  for (const auto l : c10::irange(weights.size())) {
+    const auto& weight = weights[l];
+    TORCH_CHECK_VALUE(weight.dim() == 2, "sigmoid_linear: weight must be 2-D (out_features, in_features), got shape ",
+                      weight.sizes());
+    if (!biases.empty()) {
+      TORCH_CHECK_VALUE(biases[l].dim() == 1 && biases[l].size(0) == weight.size(0), "sigmoid_linear: bias must have "
+                        "shape [", weight.size(0), "] (out_features), got shape ", biases[l].sizes());
+      check_dtypes_and_devices("sigmoid_linear", {{"input", &x}, {"weight", &weight}, {"bias", &biases[l]}});
+    } else {
+      check_dtypes_and_devices("sigmoid_linear", {{"input", &x}, {"weight", &weight}});
+    }
+    if (l > 0) {
+      TORCH_CHECK_VALUE(weight.size(1) == weights[l - 1].size(0), op, ": weights[", l, "] must have in_features=",
+                        weights[l - 1].size(0), " (the previous layer's out_features), got shape ", weight.sizes());
+    }
+  }
+  TORCH_CHECK_VALUE(x.size(1) == weights[0].size(1), op, ": x must have shape [batch, ", weights[0].size(1),
+                    "], got ", x.sizes());
+  const std::array<int64_t, 2> expected_y{x.size(0), weights.back().size(0)};
+  TORCH_CHECK_VALUE(y.sizes() == at::IntArrayRef(expected_y), op, ": y must have shape ", at::IntArrayRef(expected_y),
+                    " to match x of shape ", x.sizes(), ", got ", y.sizes());
+  check_dtypes_and_devices(op, {{"x", &x}, {"y", &y}, {"weight", &weights[0]}});
+}
+
 TORCH_LIBRARY(bp_torch, m) {
   // a = sigmoid(x W^T + b), for x of shape (*, in_features).
   m.def("sigmoid_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
@@ -85,6 +168,16 @@ TORCH_LIBRARY(bp_torch, m) {
   // Returns (dC/da, dC/dy); an entry whose output_mask is false is None.
   m.def("quadratic_cost_backward(Tensor grad_cost, Tensor a, Tensor y, str reduction, bool[2] output_mask) "
         "-> (Tensor, Tensor)");
+  // A whole network, a^l = sigmoid(a^(l-1) W_l^T + b_l): returns every activation [a^1, ..., a^L] (back-propagation
+  // needs them all). biases: empty for a network without biases, else one per layer.
+  m.def("sigmoid_mlp(Tensor x, Tensor[] weights, Tensor[] biases) -> Tensor[]");
+  // Back-propagation through the whole network from dC/da^L: returns (dC/dx, [dC/dW_l], [dC/db_l]); dC/dx is None
+  // unless input_grad, the bias list is empty unless bias_grad.
+  m.def("sigmoid_mlp_backward(Tensor grad_output, Tensor x, Tensor[] weights, Tensor[] activations, bool input_grad, "
+        "bool bias_grad) -> (Tensor, Tensor[], Tensor[])");
+  // One step of Nielsen's update_mini_batch, in place: W <- W - lr dC/dW (and b) for C the quadratic cost averaged
+  // over the mini-batch; returns C before the update.
+  m.def("sigmoid_mlp_sgd_step(Tensor x, Tensor y, Tensor(a!)[] weights, Tensor(b!)[] biases, float lr) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(bp_torch, CPU, m) {
@@ -92,6 +185,9 @@ TORCH_LIBRARY_IMPL(bp_torch, CPU, m) {
   m.impl("sigmoid_linear_backward", &sigmoid_linear_backward_cpu);
   m.impl("quadratic_cost", &quadratic_cost_cpu);
   m.impl("quadratic_cost_backward", &quadratic_cost_backward_cpu);
+  m.impl("sigmoid_mlp", &sigmoid_mlp_cpu);
+  m.impl("sigmoid_mlp_backward", &sigmoid_mlp_backward_cpu);
+  m.impl("sigmoid_mlp_sgd_step", &sigmoid_mlp_sgd_step_cpu);
 }
 
 }  // namespace bp_torch

@@ -1,0 +1,556 @@
+// Fused CPU kernels for a whole SigmoidMLP, a^l = sigma(W^l a^(l-1) + b^l) for l = 1 .. L: the forward through every
+// layer, the back-propagation loop over every layer, and one whole step of Nielsen's update_mini_batch.
+//
+// Rows are samples: a^l is stored (n, n_l) row-major, W^l is (n_l, n_(l-1)), as in torch. Per layer, the three
+// matrix products of the chapter are
+//
+//     forward        Z^l      = A^(l-1) (W^l)^T              (n, n_l)          a dot product per entry
+//     (1.1, as in A) dC/dW^l  = (Delta^l)^T A^(l-1)           (n_l, n_(l-1))    a sum of outer products
+//     (2.3.2)        dC/dA^(l-1) = Delta^l W^l                (n, n_(l-1))      a sum of scaled rows
+//
+// Why not just call at::mm: for Nielsen's [784, 30, 10] at mini-batch 10 the arithmetic of a whole training step is
+// about a microsecond of FMAs per layer, while every ATen call costs about a microsecond of dispatch and allocation
+// on its own. So small products run in the register-blocked loops below (no allocation, no thread pool, no
+// dispatcher), and large ones go to BLAS (MKL here, multi-threaded), chosen by the measured crossover
+// kSmallGemmMaxMacs. The work buffers of a small network are on the stack: a step allocates nothing.
+//
+// The loops are written once, on GCC vector types of a template width, and compiled twice: for AVX2 (the flags
+// setup.py passes) and, with a target attribute, for AVX-512; the widest one the CPU supports runs.
+#include <ATen/Dispatch.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/CPUFunctions.h>
+#include <c10/util/SmallVector.h>
+#include <c10/util/irange.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "../bp_torch.h"
+
+namespace bp_torch {
+namespace {
+
+#define BP_TORCH_INLINE inline __attribute__((always_inline))
+
+// Below this many multiply-adds (I * J * K) a product runs in the loops here, above it in BLAS. Measured on this
+// machine's 2-core AVX-512 Xeon (benchmarks/bench_mlp.py --crossover, float32, torch's 2 threads, medians of
+// interleaved runs; see the commit message): the loops win by 3-10x below ~100k MACs (BLAS's fixed cost of a
+// call, packing and thread start dominates), are level with BLAS around 0.5-2M MACs (a [784, 100] layer at batch
+// 10-30), and lose above that, where BLAS's cache blocking and its second thread pay off.
+constexpr int64_t kSmallGemmMaxMacs = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small-matrix loops. T is float or double; N lanes per vector (8/4 for AVX2, 16/8 for AVX-512).
+
+template <typename T, int N>
+struct Simd {
+  typedef T vec __attribute__((vector_size(N * sizeof(T))));
+  static BP_TORCH_INLINE vec load(const T* p) { vec v; std::memcpy(&v, p, sizeof v); return v; }
+  static BP_TORCH_INLINE void store(T* p, vec v) { std::memcpy(p, &v, sizeof v); }
+  static BP_TORCH_INLINE vec splat(T s) { return vec{} + s; }
+  static BP_TORCH_INLINE T sum(vec v) {
+    T s = 0;
+    for (int i = 0; i < N; ++i) s += v[i];
+    return s;
+  }
+};
+
+// C[i, j] = sum_k A[i, k] B[j, k] for an RI x RJ block: RI * RJ vector accumulators over k, one horizontal sum
+// each at the end. Used for the forward, Z = A W^T, where k runs along rows of both operands.
+template <typename T, int N, int RI, int RJ>
+BP_TORCH_INLINE void dot_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
+  using S = Simd<T, N>;
+  using V = typename S::vec;
+  V acc[RI][RJ];
+  for (int i = 0; i < RI; ++i) for (int j = 0; j < RJ; ++j) acc[i][j] = V{};
+  int64_t k = 0;
+  for (; k + N <= K; k += N) {
+    V b[RJ];
+    for (int j = 0; j < RJ; ++j) b[j] = S::load(B + j * ldb + k);
+    for (int i = 0; i < RI; ++i) {
+      const V a = S::load(A + i * lda + k);
+      for (int j = 0; j < RJ; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int i = 0; i < RI; ++i) {
+    for (int j = 0; j < RJ; ++j) {
+      T s = S::sum(acc[i][j]);
+      for (int64_t kk = k; kk < K; ++kk) s += A[i * lda + kk] * B[j * ldb + kk];
+      C[i * ldc + j] = s;
+    }
+  }
+}
+
+// The blocks of C's last rows/columns are smaller: peel RJ (then RI) down to the remainder, at compile time.
+template <typename T, int N, int RI, int RJ>
+BP_TORCH_INLINE void dot_block_upto(int ri, int rj, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                                    T* C, int64_t ldc) {
+  if constexpr (RJ > 1) {
+    if (rj < RJ) return dot_block_upto<T, N, RI, RJ - 1>(ri, rj, K, A, lda, B, ldb, C, ldc);
+  }
+  if constexpr (RI > 1) {
+    if (ri < RI) return dot_block_upto<T, N, RI - 1, RJ>(ri, rj, K, A, lda, B, ldb, C, ldc);
+  }
+  dot_block<T, N, RI, RJ>(K, A, lda, B, ldb, C, ldc);
+}
+
+// C (I x J) = A (I x K) B^T, B stored (J x K).
+template <typename T, int N>
+BP_TORCH_INLINE void small_mm_nt(int64_t I, int64_t J, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                                 T* C, int64_t ldc) {
+  // 4 x 3 accumulators fill AVX2's 16 registers with the 3 loaded rows of B and 1 of A; AVX-512 has 32 registers.
+  constexpr int RI = N * sizeof(T) == 64 ? 5 : 4;
+  constexpr int RJ = N * sizeof(T) == 64 ? 5 : 3;
+  for (int64_t i = 0; i < I; i += RI) {
+    const int ri = static_cast<int>(std::min<int64_t>(RI, I - i));
+    for (int64_t j = 0; j < J; j += RJ) {
+      const int rj = static_cast<int>(std::min<int64_t>(RJ, J - j));
+      dot_block_upto<T, N, RI, RJ>(ri, rj, K, A + i * lda, lda, B + j * ldb, ldb, C + i * ldc + j, ldc);
+    }
+  }
+}
+
+// C[i, k0 : k0 + CV N] = beta C + alpha sum_j A(i, j) B[j, k0 : ...] for RI rows of C: each step broadcasts one
+// A(i, j) against CV vectors of B's row j, so no horizontal sums are needed. A(i, j) = A[i * a_rs + j * a_cs] lets
+// the same loop read Delta (rows, for Delta W) or Delta^T (columns, for Delta^T A). With `sp` (the activations of
+// C's layer, laid out like C), the result is multiplied by sigma'(z) = a (1 - a) on the way out (1.2, 2.2).
+template <typename T, int N, int RI, int CV>
+BP_TORCH_INLINE void axpy_block(int64_t J, T alpha, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
+                                int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
+  using S = Simd<T, N>;
+  using V = typename S::vec;
+  V acc[RI][CV];
+  for (int i = 0; i < RI; ++i) for (int c = 0; c < CV; ++c) acc[i][c] = V{};
+  for (int64_t j = 0; j < J; ++j) {
+    V b[CV];
+    for (int c = 0; c < CV; ++c) b[c] = S::load(B + j * ldb + c * N);
+    for (int i = 0; i < RI; ++i) {
+      const V s = S::splat(A[i * a_rs + j * a_cs]);
+      for (int c = 0; c < CV; ++c) acc[i][c] += s * b[c];
+    }
+  }
+  for (int i = 0; i < RI; ++i) {
+    for (int c = 0; c < CV; ++c) {
+      V out = acc[i][c] * alpha;
+      if (sp != nullptr) {
+        const V a = S::load(sp + i * ldc + c * N);
+        out *= a * (T(1) - a);
+      }
+      if (accumulate) out += S::load(C + i * ldc + c * N);
+      S::store(C + i * ldc + c * N, out);
+    }
+  }
+}
+
+template <typename T, int N, int RI, int CV>
+BP_TORCH_INLINE void axpy_block_upto(int ri, int64_t J, T alpha, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
+                                     int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
+  if constexpr (RI > 1) {
+    if (ri < RI) return axpy_block_upto<T, N, RI - 1, CV>(ri, J, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
+  }
+  axpy_block<T, N, RI, CV>(J, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
+}
+
+// C (I x K) = [C +] alpha A B [* sigma'], A(i, j) = A[i * a_rs + j * a_cs] (I x J), B (J x K) row-major.
+template <typename T, int N>
+BP_TORCH_INLINE void small_mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs,
+                                   const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
+  constexpr int RI = N * sizeof(T) == 64 ? 6 : 3;
+  constexpr int CV = 4;
+  for (int64_t i = 0; i < I; i += RI) {
+    const int ri = static_cast<int>(std::min<int64_t>(RI, I - i));
+    const T* A_i = A + i * a_rs;
+    T* C_i = C + i * ldc;
+    const T* sp_i = sp ? sp + i * ldc : nullptr;
+    int64_t k = 0;
+    for (; k + CV * N <= K; k += CV * N) {
+      axpy_block_upto<T, N, RI, CV>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, C_i + k, ldc,
+                                    sp_i ? sp_i + k : nullptr);
+    }
+    for (; k + N <= K; k += N) {
+      axpy_block_upto<T, N, RI, 1>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, C_i + k, ldc,
+                                   sp_i ? sp_i + k : nullptr);
+    }
+    for (int r = 0; r < ri; ++r) {                                  // the last K % N columns, one at a time
+      for (int64_t kk = k; kk < K; ++kk) {
+        T s = 0;
+        for (int64_t j = 0; j < J; ++j) s += A_i[r * a_rs + j * a_cs] * B[j * ldb + kk];
+        T out = alpha * s;
+        if (sp_i) out *= sp_i[r * ldc + kk] * (T(1) - sp_i[r * ldc + kk]);
+        C_i[r * ldc + kk] = accumulate ? C_i[r * ldc + kk] + out : out;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The three products of a layer, each either the loops above or BLAS. BLAS is reached through ATen's exported CPU
+// kernels (at::cpu::mm_out / addmm_out, MKL here) on tensors that wrap the raw buffers: torch's wheel does not
+// export at::native::cpublas::gemm. The wrappers cost about a microsecond per product, which only the large
+// products that take this path pay (see kSmallGemmMaxMacs).
+
+BP_TORCH_INLINE bool use_small(int64_t I, int64_t J, int64_t K) { return I * J * K <= kSmallGemmMaxMacs; }
+
+// A (rows x cols) row-major view of a raw buffer, for ATen's BLAS kernels. No copy, no ownership.
+template <typename T>
+at::Tensor wrap(const T* data, int64_t rows, int64_t cols) {
+  return at::from_blob(const_cast<T*>(data), {rows, cols}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// Z (n x out) = A (n x in) W^T, W (out x in).                                          forward, z = w a + b
+template <typename T, int N>
+BP_TORCH_INLINE void layer_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
+  if (use_small(n, out, in)) return small_mm_nt<T, N>(n, out, in, a_prev, in, w, in, z, out);
+  auto z_t = wrap(z, n, out);
+  at::cpu::mm_out(z_t, wrap(a_prev, n, in), wrap(w, out, in).t());
+}
+
+// G (out x in) = [G +] alpha Delta^T A, Delta (n x out), A (n x in).                   (1.1), as in (A) and (B)
+template <typename T, int N>
+BP_TORCH_INLINE void layer_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev,
+                                  bool accumulate, T* g) {
+  if (use_small(n, out, in)) {
+    return small_mm_axpy<T, N>(out, n, in, alpha, delta, 1, out, a_prev, in, accumulate, g, in, nullptr);
+  }
+  // beta = 1 accumulates into g (W <- W + alpha Delta^T A, the update fused into the product); beta = 0 ignores
+  // g's old contents, NaN included.
+  auto g_t = wrap(g, out, in);
+  at::cpu::addmm_out(g_t, g_t, wrap(delta, n, out).t(), wrap(a_prev, n, in), accumulate ? 1 : 0, alpha);
+}
+
+// D (n x in) = (Delta W) [* a (1 - a)], Delta (n x out), W (out x in); `a_prev` null: no sigma' factor (dC/dx).
+template <typename T, int N>
+BP_TORCH_INLINE void layer_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev,
+                                T* d) {
+  if (use_small(n, out, in)) return small_mm_axpy<T, N>(n, out, in, T(1), delta, out, 1, w, in, false, d, in, a_prev);
+  auto d_t = wrap(d, n, in);
+  at::cpu::mm_out(d_t, wrap(delta, n, out), wrap(w, out, in));
+  if (a_prev != nullptr) {
+    for (const auto i : c10::irange(n * in)) d[i] *= a_prev[i] * (T(1) - a_prev[i]);   // (2.2) sigma'(z^(l-1))
+  }
+}
+
+// a = sigma(z + b), row by row, in place; exp(-z) overflows to inf for very negative z, which gives exactly 0.
+template <typename T>
+BP_TORCH_INLINE void bias_sigmoid_inplace(int64_t n, int64_t out, const T* b, T* a) {
+  using Vec = at::vec::Vectorized<T>;
+  const auto sigmoid = [](Vec z) { return (Vec(1) + z.neg().exp()).reciprocal(); };
+  for (const auto i : c10::irange(n)) {
+    if (b != nullptr) {
+      at::vec::map2([&](Vec z, Vec bias) { return sigmoid(z + bias); }, a + i * out, a + i * out, b, out);
+    } else {
+      at::vec::map(sigmoid, a + i * out, a + i * out, out);
+    }
+  }
+}
+
+// g_b = [g_b +] alpha sum over samples of delta: dz/db = 1.
+template <typename T>
+BP_TORCH_INLINE void layer_grad_b(int64_t n, int64_t out, T alpha, const T* delta, bool accumulate, T* gb) {
+  if (!accumulate) std::fill(gb, gb + out, T(0));
+  for (const auto i : c10::irange(n)) {
+    for (const auto j : c10::irange(out)) gb[j] += alpha * delta[i * out + j];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A network as raw pointers. sizes[0 .. L]; weights[l] is (sizes[l+1] x sizes[l]); biases empty when there are none.
+
+template <typename T>
+struct Net {
+  int64_t n = 0;                                  // samples (rows)
+  c10::SmallVector<int64_t, 8> sizes;
+  c10::SmallVector<T*, 8> weights;
+  c10::SmallVector<T*, 8> biases;
+  int64_t layers() const { return static_cast<int64_t>(weights.size()); }
+};
+
+// Work buffers (activations and deltas) live on the stack of the call when they fit, which is free and private
+// to the thread: Nielsen's [784, 30, 10] at mini-batch 10 needs 4 KB, [784, 100, 10] 12 KB. Larger networks take
+// the BLAS path, whose products cost milliseconds, next to which one heap allocation per call is nothing. (No
+// static or thread_local buffer: the extension keeps no writable state outside a call, see tests/test_threads.py.)
+constexpr size_t kStackWorkspaceBytes = 32 * 1024;
+
+template <typename T>
+class Workspace {
+ public:
+  explicit Workspace(size_t size) {
+    if (size * sizeof(T) > kStackWorkspaceBytes) {
+      heap_.reset(new T[size]);
+      data_ = heap_.get();
+    }
+  }
+  T* data() { return data_; }
+
+ private:
+  alignas(64) unsigned char stack_[kStackWorkspaceBytes];
+  std::unique_ptr<T[]> heap_;
+  T* data_ = reinterpret_cast<T*>(stack_);
+};
+
+template <typename T, int N>
+BP_TORCH_INLINE void forward_impl(const Net<T>& net, const T* x, T* const* acts) {
+  const T* a_prev = x;
+  for (const auto l : c10::irange(net.layers())) {
+    const int64_t in = net.sizes[l], out = net.sizes[l + 1];
+    layer_z<T, N>(net.n, in, out, a_prev, net.weights[l], acts[l]);          // z^l = w^l a^(l-1) ...
+    bias_sigmoid_inplace<T>(net.n, out, net.biases.empty() ? nullptr : net.biases[l], acts[l]);  // a^l = sigma(z^l + b^l)
+    a_prev = acts[l];
+  }
+}
+
+// From delta^L (in delta_buf), downwards: dC/dW^l, dC/db^l, then delta^(l-1) with W^l as it was before this call
+// touched it. With `update`, the gradients go straight into the parameters, W <- W - lr dC/dW (alpha = -lr),
+// instead of into grad_w / grad_b. Deltas alternate between two buffers of max n * n_l.
+template <typename T, int N>
+BP_TORCH_INLINE void backprop_impl(const Net<T>& net, const T* x, const T* const* acts, T* delta, T* delta_prev,
+                                   T alpha, bool update, T* const* grad_w, T* const* grad_b, T* grad_x) {
+  for (int64_t l = net.layers() - 1; l >= 0; --l) {
+    const int64_t in = net.sizes[l], out = net.sizes[l + 1];
+    const T* a_prev = l > 0 ? acts[l - 1] : x;
+    // delta^(l-1) = (W^l)^T delta^l * sigma'(z^(l-1)) (2.3.2, 2.2, as in B), before W^l changes below;
+    // for l = 0 it is dC/dx (no sigma'), wanted only when grad_x is.
+    if (l > 0) layer_back<T, N>(net.n, in, out, delta, net.weights[l], a_prev, delta_prev);
+    else if (grad_x != nullptr) layer_back<T, N>(net.n, in, out, delta, net.weights[l], nullptr, grad_x);
+    // dC/dW^l = delta^l (a^(l-1))^T (1.1, as in A); dC/db^l = delta^l.
+    layer_grad_w<T, N>(net.n, in, out, alpha, delta, a_prev, update, update ? net.weights[l] : grad_w[l]);
+    if (update ? !net.biases.empty() : grad_b != nullptr) {
+      layer_grad_b<T>(net.n, out, alpha, delta, update, update ? net.biases[l] : grad_b[l]);
+    }
+    std::swap(delta, delta_prev);
+  }
+}
+
+// One step of update_mini_batch; returns C = 1/2n sum_x ||y(x) - a^L(x)||^2 before the update.
+template <typename T, int N>
+BP_TORCH_INLINE double sgd_step_impl(const Net<T>& net, const T* x, const T* y, T lr) {
+  const int64_t L = net.layers();
+  int64_t acts_size = 0, widest = 0;
+  for (const auto l : c10::irange(L)) {
+    acts_size += net.n * net.sizes[l + 1];
+    widest = std::max(widest, net.n * net.sizes[l + 1]);
+  }
+  Workspace<T> workspace(acts_size + 2 * widest);
+  T* buffer = workspace.data();
+  c10::SmallVector<T*, 8> acts(L);
+  for (const auto l : c10::irange(L)) {
+    acts[l] = buffer;
+    buffer += net.n * net.sizes[l + 1];
+  }
+  T* delta = buffer;
+  T* delta_prev = buffer + widest;
+
+  forward_impl<T, N>(net, x, acts.data());
+
+  // delta^L = dC/da^L * sigma'(z^L) = (a^L - y) a^L (1 - a^L) / n  (1.3, 1.2), averaged over the mini-batch.
+  const int64_t out = net.sizes[L];
+  const T* a = acts[L - 1];
+  const T inv_n = T(1) / static_cast<T>(std::max<int64_t>(net.n, 1));
+  double cost = 0;
+  for (const auto i : c10::irange(net.n)) {
+    T sample_cost = 0;
+    for (const auto j : c10::irange(out)) {
+      const int64_t k = i * out + j;
+      const T err = a[k] - y[k];
+      sample_cost += err * err;
+      delta[k] = err * a[k] * (T(1) - a[k]) * inv_n;
+    }
+    cost += T(0.5) * sample_cost;                                    // C_x = 1/2 ||y(x) - a^L(x)||^2
+  }
+  backprop_impl<T, N>(net, x, acts.data(), delta, delta_prev, -lr, /*update=*/true, nullptr, nullptr, nullptr);
+  return cost / static_cast<double>(net.n);                          // NaN for an empty batch, as torch's mean
+}
+
+template <typename T, int N>
+BP_TORCH_INLINE void backward_impl(const Net<T>& net, const T* grad_output, const T* x, const T* const* acts,
+                                   T* const* grad_w, T* const* grad_b, T* grad_x) {
+  const int64_t L = net.layers();
+  int64_t widest = 0;
+  for (const auto l : c10::irange(L)) widest = std::max(widest, net.n * net.sizes[l + 1]);
+  Workspace<T> workspace(2 * widest);
+  T* delta = workspace.data();
+  // delta^L = dC/da^L * sigma'(z^L) = g a^L (1 - a^L)  (1.2)
+  const T* a = acts[L - 1];
+  for (const auto k : c10::irange(net.n * net.sizes[L])) delta[k] = grad_output[k] * a[k] * (T(1) - a[k]);
+  backprop_impl<T, N>(net, x, acts, delta, delta + widest, T(1), /*update=*/false, grad_w, grad_b, grad_x);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The same code for two instruction sets; the widest the CPU has runs.
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define BP_TORCH_HAVE_AVX512 1
+#define BP_TORCH_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+
+template <typename T> BP_TORCH_AVX512 void forward_avx512(const Net<T>& net, const T* x, T* const* acts) {
+  forward_impl<T, 64 / sizeof(T)>(net, x, acts);
+}
+template <typename T> BP_TORCH_AVX512 double sgd_step_avx512(const Net<T>& net, const T* x, const T* y, T lr) {
+  return sgd_step_impl<T, 64 / sizeof(T)>(net, x, y, lr);
+}
+template <typename T> BP_TORCH_AVX512 void backward_avx512(const Net<T>& net, const T* g, const T* x,
+                                                           const T* const* acts, T* const* gw, T* const* gb, T* gx) {
+  backward_impl<T, 64 / sizeof(T)>(net, g, x, acts, gw, gb, gx);
+}
+
+// A few loads from libgcc's CPU model, filled in at load time: cheap enough to ask on every call.
+bool cpu_has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+}
+#else
+#define BP_TORCH_HAVE_AVX512 0
+#endif
+
+template <typename T> void forward_default(const Net<T>& net, const T* x, T* const* acts) {
+  forward_impl<T, 32 / sizeof(T)>(net, x, acts);
+}
+template <typename T> double sgd_step_default(const Net<T>& net, const T* x, const T* y, T lr) {
+  return sgd_step_impl<T, 32 / sizeof(T)>(net, x, y, lr);
+}
+template <typename T> void backward_default(const Net<T>& net, const T* g, const T* x, const T* const* acts,
+                                            T* const* gw, T* const* gb, T* gx) {
+  backward_impl<T, 32 / sizeof(T)>(net, g, x, acts, gw, gb, gx);
+}
+
+template <typename T> void forward_any(const Net<T>& net, const T* x, T* const* acts) {
+#if BP_TORCH_HAVE_AVX512
+  if (cpu_has_avx512()) return forward_avx512<T>(net, x, acts);
+#endif
+  forward_default<T>(net, x, acts);
+}
+template <typename T> double sgd_step_any(const Net<T>& net, const T* x, const T* y, T lr) {
+#if BP_TORCH_HAVE_AVX512
+  if (cpu_has_avx512()) return sgd_step_avx512<T>(net, x, y, lr);
+#endif
+  return sgd_step_default<T>(net, x, y, lr);
+}
+template <typename T> void backward_any(const Net<T>& net, const T* g, const T* x, const T* const* acts,
+                                        T* const* gw, T* const* gb, T* gx) {
+#if BP_TORCH_HAVE_AVX512
+  if (cpu_has_avx512()) return backward_avx512<T>(net, g, x, acts, gw, gb, gx);
+#endif
+  backward_default<T>(net, g, x, acts, gw, gb, gx);
+}
+
+// Raw pointers of already-checked, contiguous weights and biases.
+template <typename T>
+Net<T> make_net(int64_t n, const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  Net<T> net;
+  net.n = n;
+  net.sizes.push_back(x.size(-1));
+  for (const auto& w : weights) {
+    net.sizes.push_back(w.size(0));
+    net.weights.push_back(w.data_ptr<T>());
+  }
+  for (const auto& b : biases) net.biases.push_back(b.data_ptr<T>());
+  return net;
+}
+
+// Shape (*, features): x's leading dimensions with a new last one.
+std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t features) {
+  auto shape = x.sizes().vec();
+  shape.back() = features;
+  return shape;
+}
+
+std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
+  std::vector<at::Tensor> out;
+  out.reserve(tensors.size());
+  for (const auto& t : tensors) out.push_back(t.contiguous());
+  return out;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> sigmoid_mlp_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  check_sigmoid_mlp("sigmoid_mlp", x, weights, biases);
+  const int64_t n = leading_numel(x);
+  const auto x_c = x.contiguous();
+  const auto weights_c = contiguous_all(weights);
+  const auto biases_c = contiguous_all(biases);
+  std::vector<at::Tensor> activations;
+  activations.reserve(weights.size());
+  for (const auto& w : weights) activations.push_back(at::empty(with_last_dim(x, w.size(0)), x.options()));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_cpu", [&] {
+    const auto net = make_net<scalar_t>(n, x_c, weights_c, biases_c);
+    c10::SmallVector<scalar_t*, 8> acts;
+    for (auto& a : activations) acts.push_back(a.data_ptr<scalar_t>());
+    forward_any<scalar_t>(net, x_c.data_ptr<scalar_t>(), acts.data());
+  });
+  return activations;
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid_mlp_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& x, at::TensorList weights, at::TensorList activations,
+    bool input_grad, bool bias_grad) {
+  check_sigmoid_mlp("sigmoid_mlp_backward", x, weights, {});
+  TORCH_CHECK_VALUE(activations.size() == weights.size(), "sigmoid_mlp_backward: expected one activation per layer (",
+                    weights.size(), "), got ", activations.size());
+  for (const auto l : c10::irange(weights.size())) {
+    const auto shape = with_last_dim(x, weights[l].size(0));
+    TORCH_CHECK_VALUE(activations[l].sizes() == at::IntArrayRef(shape), "sigmoid_mlp_backward: activations[", l,
+                      "] must have shape ", at::IntArrayRef(shape), ", got ", activations[l].sizes());
+    TORCH_CHECK_TYPE(activations[l].scalar_type() == x.scalar_type(),
+                     "sigmoid_mlp_backward: activations must have the input's dtype");
+  }
+  TORCH_CHECK_VALUE(grad_output.sizes() == activations.back().sizes(), "sigmoid_mlp_backward: grad_output must have "
+                    "shape ", activations.back().sizes(), ", got ", grad_output.sizes());
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == x.scalar_type(),
+                   "sigmoid_mlp_backward: grad_output must have the input's dtype");
+
+  const int64_t n = leading_numel(x);
+  // Upstream gradients may be expanded (stride 0, from .sum()) or otherwise strided: read them as real memory.
+  const auto grad_c = grad_output.contiguous();
+  const auto x_c = x.contiguous();
+  const auto weights_c = contiguous_all(weights);
+  const auto acts_c = contiguous_all(activations);
+  at::Tensor grad_x = input_grad ? at::empty(x.sizes(), x.options()) : at::Tensor();
+  std::vector<at::Tensor> grad_weights, grad_biases;
+  for (const auto& w : weights) {
+    grad_weights.push_back(at::empty(w.sizes(), w.options()));
+    if (bias_grad) grad_biases.push_back(at::empty({w.size(0)}, w.options()));
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_backward_cpu", [&] {
+    const auto net = make_net<scalar_t>(n, x_c, weights_c, {});
+    c10::SmallVector<scalar_t*, 8> acts, gw, gb;
+    for (const auto& a : acts_c) acts.push_back(a.data_ptr<scalar_t>());
+    for (auto& g : grad_weights) gw.push_back(g.data_ptr<scalar_t>());
+    for (auto& g : grad_biases) gb.push_back(g.data_ptr<scalar_t>());
+    backward_any<scalar_t>(net, grad_c.data_ptr<scalar_t>(), x_c.data_ptr<scalar_t>(), acts.data(), gw.data(),
+                           bias_grad ? gb.data() : nullptr, input_grad ? grad_x.data_ptr<scalar_t>() : nullptr);
+  });
+  return {grad_x, grad_weights, grad_biases};
+}
+
+at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                    at::TensorList biases, double lr) {
+  check_sigmoid_mlp_sgd_step(x, y, weights, biases);
+  const auto x_c = x.contiguous();
+  const auto y_c = y.contiguous();
+  // Parameters are normally contiguous already (contiguous() is then the tensor itself, no copy). A strided one is
+  // updated in a contiguous copy, written back below.
+  const auto weights_c = contiguous_all(weights);
+  const auto biases_c = contiguous_all(biases);
+  double cost = 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_sgd_step_cpu", [&] {
+    const auto net = make_net<scalar_t>(x.size(0), x_c, weights_c, biases_c);
+    cost = sgd_step_any<scalar_t>(net, x_c.data_ptr<scalar_t>(), y_c.data_ptr<scalar_t>(),
+                                  static_cast<scalar_t>(lr));
+  });
+  for (const auto l : c10::irange(weights.size())) {
+    if (!weights_c[l].is_same(weights[l])) weights[l].copy_(weights_c[l]);
+    // The parameters changed in place: a graph that saved one must now refuse to back-propagate through it.
+    torch::autograd::impl::bump_version(weights[l]);
+  }
+  for (const auto l : c10::irange(biases.size())) {
+    if (!biases_c[l].is_same(biases[l])) biases[l].copy_(biases_c[l]);
+    torch::autograd::impl::bump_version(biases[l]);
+  }
+  return at::scalar_tensor(cost, x.options());
+}
+
+}  // namespace bp_torch
