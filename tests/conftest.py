@@ -28,7 +28,7 @@ def backend(request):
 
 # Hypothesis profiles for the property tests (tests/test_properties.py). "ci", the default, is deterministic
 # (derandomize: the same examples on every run and machine) and runs 250 examples per property test and backend:
-# 4 property tests x 250 = 1000 examples per backend, 2000 in all. `--hypothesis-profile=thorough` runs 10x as many.
+# 5 property tests x 250 = 1250 examples per backend, 2500 in all. `--hypothesis-profile=thorough` runs 10x as many.
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(

@@ -180,3 +180,39 @@ def test_sgd_step_matches_torch(backend, n, sizes, dtype, bias, layouts, lr, see
     compare(cost, expected_cost.detach(), dtype)
     for p, p0, g in zip(net.parameters(), params, grads):
         compare(p.detach(), (p0 - lr * g).detach(), dtype)
+
+
+# --- SigmoidMLP / functional.sigmoid_mlp: the whole network (one fused op on the C++ backend) ------------------------
+
+def reference_mlp(x, *params, bias):
+    step = 2 if bias else 1
+    for layer in range(0, len(params), step):
+        x = torch.sigmoid(F.linear(x, params[layer], params[layer + 1] if bias else None))
+    return x
+
+
+@given(batch=batch_shapes, sizes=st.lists(features, min_size=2, max_size=4), dtype=st.sampled_from(DTYPES),
+       bias=st.booleans(), data=st.data(), grad_layout=st.sampled_from(GRAD_LAYOUTS), create_graph=st.booleans(),
+       module=st.booleans(), seed=seeds)
+def test_sigmoid_mlp_matches_torch(backend, batch, sizes, dtype, bias, data, grad_layout, create_graph, module,
+                                   seed):
+    n_layers = len(sizes) - 1
+    shapes = [(*batch, sizes[0])]
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        shapes += [(n_out, n_in), (n_out,)] if bias else [(n_out, n_in)]
+    layouts = data.draw(st.lists(st.sampled_from(LAYOUTS), min_size=len(shapes), max_size=len(shapes)))
+    requires_grad = data.draw(st.lists(st.booleans(), min_size=len(shapes), max_size=len(shapes)))
+
+    def build(gen):
+        return [make(gen, shape, dtype, layout) for shape, layout in zip(shapes, layouts)]
+
+    def mlp(x, *params):
+        if module:                         # the module, with these tensors as its parameters
+            net = bp_torch.SigmoidMLP(sizes, bias=bias, dtype=dtype, device="meta")
+            return torch.func.functional_call(net, dict(zip([n for n, _ in net.named_parameters()], params)), (x,))
+        weights = list(params[::2] if bias else params)
+        return functional.sigmoid_mlp(x, weights, list(params[1::2]) if bias else [])
+
+    assert len(shapes) == 1 + n_layers * (2 if bias else 1)
+    check_against_reference(mlp, lambda x, *params: reference_mlp(x, *params, bias=bias), build, seed,
+                            requires_grad, grad_layout, create_graph, dtype)
