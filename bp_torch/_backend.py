@@ -114,6 +114,6 @@ if _C is not None:
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
     # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast
     # to float32, and they compute and return float32, like the Python backend (see bp_torch.functional).
-    for _op in ("bp_torch::sigmoid_linear", "bp_torch::quadratic_cost"):
+    for _op in ("bp_torch::sigmoid_linear", "bp_torch::quadratic_cost", "bp_torch::sigmoid_mlp"):
         for _device_type in ("cpu", "cuda"):
             torch.library.register_autocast(_op, _device_type, torch.float32)
