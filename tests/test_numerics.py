@@ -214,3 +214,20 @@ def test_autocast_leaves_float64_alone():
         cost = functional.quadratic_cost(out, torch.zeros_like(out))
     assert out.dtype == torch.float64 and cost.dtype == torch.float64
     assert torch.equal(out, functional.sigmoid_linear(x, weight))
+
+
+def test_autocast_sigmoid_mlp_runs_in_float32_on_every_backend():
+    torch.manual_seed(0)
+    net = bp_torch.SigmoidMLP([6, 5, 3])
+    x = torch.randn(4, 6)
+    expected = net(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(net(x), expected)                  # float32 parameters: the float32 result, exactly
+        net_bf16 = net.to(torch.bfloat16)
+        out = net_bf16(x.bfloat16())                           # bfloat16 parameters: cast, computed in float32
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert all(p.grad.dtype == torch.bfloat16 for p in net_bf16.parameters())
+    net32 = bp_torch.SigmoidMLP([6, 5, 3])
+    net32.load_state_dict({k: v.float() for k, v in net_bf16.state_dict().items()})
+    assert torch.equal(out, net32(x.bfloat16().float()))
