@@ -5,9 +5,11 @@ Each test runs once per backend (tests/conftest.py); the subprocess runs pass ``
 import importlib.util
 import json
 import os
+import queue as queue_module
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -214,12 +216,19 @@ def test_ddp_gradients_equal_single_process(tmp_path, backend):
 
     train_digits = load_example("train_digits")
     seed, world_size = 3, 2
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
+    queue = mp.get_context("spawn").Queue()
     procs = mp.spawn(_ddp_worker, args=(world_size, tmp_path / "init", backend, seed, queue), nprocs=world_size,
                      join=False)
-    results = sorted(queue.get() for _ in range(world_size))
-    procs.join(timeout=120)
+    results, deadline = [], time.monotonic() + 120
+    while len(results) < world_size:
+        try:
+            results.append(queue.get(timeout=0.5))
+        except queue_module.Empty:
+            procs.join(timeout=0)  # re-raises a worker's exception, rather than waiting for its result forever
+            assert time.monotonic() < deadline, "the DDP workers gave no result in 120 s"
+    while not procs.join(timeout=1):
+        assert time.monotonic() < deadline, "the DDP workers did not exit in 120 s"
+    results.sort()
 
     # one process, the same network, the whole first mini-batch of the epoch
     data = train_digits.load_digits_split()
