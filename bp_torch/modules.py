@@ -135,11 +135,18 @@ class SigmoidMLP(nn.Sequential):
     def _parameter_lists(self):
         """``([W^1 .. W^L], [b^1 .. b^L])``, the biases list empty without biases: what the fused ops take.
 
-        Built on each call (about a microsecond for a few layers) rather than cached, because the parameters a
-        layer holds can change under us: ``torch.func.functional_call`` and ``nn.utils.parametrize`` swap them.
+        Read on each call rather than cached, because the parameters a layer holds can change under us
+        (``torch.func.functional_call`` swaps them), but from the layers' ``_parameters`` dicts, where
+        ``nn.Module.__getattr__`` would look them up too: ``layer.weight`` costs about 4x as much, and ``sgd_step``
+        runs once per mini-batch. A parametrized layer (``nn.utils.parametrize``) computes its weight instead.
         """
-        weights = [layer.weight for layer in self]
-        biases = [layer.bias for layer in self]
+        try:
+            params = [layer._parameters for layer in self._modules.values()]
+            weights = [p["weight"] for p in params]
+            biases = [p["bias"] for p in params]
+        except KeyError:
+            weights = [layer.weight for layer in self]
+            biases = [layer.bias for layer in self]
         return weights, (biases if biases[0] is not None else [])
 
     def forward(self, input):

@@ -166,8 +166,10 @@ class SigmoidMLPFunction : public torch::autograd::Function<SigmoidMLPFunction> 
     bool intermediate_grads = false;
     for (int64_t l = 0; l + 1 < L; ++l) intermediate_grads = intermediate_grads || grad_outputs[l].defined();
     if (!at::GradMode::is_enabled() && !intermediate_grads) {
-      // The common case, only a^L used: the fused back-propagation loop, one op.
+      // The common case, only a^L used: the fused back-propagation loop, one op. Called below autograd: the op
+      // has no Autograd kernel, and the boxed fallback that would otherwise run costs more than the kernel.
       if (!grad_outputs[L - 1].defined()) return grads;
+      at::AutoDispatchBelowADInplaceOrView guard;
       auto [grad_x, grad_weights, grad_biases] =
           sigmoid_mlp_backward_op(grad_outputs[L - 1], x, weights, acts, input_grad, bias_grad);
       grads[0] = grad_x;

@@ -17,6 +17,8 @@
 // The loops are written once, on GCC vector types of a template width, and compiled twice: for AVX2 (the flags
 // setup.py passes) and, with a target attribute, for AVX-512; the widest one the CPU supports runs.
 #include <ATen/Dispatch.h>
+#include <ATen/EmptyTensor.h>
+#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <ATen/CPUFunctions.h>
@@ -35,12 +37,23 @@ namespace {
 
 #define BP_TORCH_INLINE inline __attribute__((always_inline))
 
-// Below this many multiply-adds (I * J * K) a product runs in the loops here, above it in BLAS. Measured on this
-// machine's 2-core AVX-512 Xeon (benchmarks/bench_mlp.py --crossover, float32, torch's 2 threads, medians of
-// interleaved runs; see the commit message): the loops win by 3-10x below ~100k MACs (BLAS's fixed cost of a
-// call, packing and thread start dominates), are level with BLAS around 0.5-2M MACs (a [784, 100] layer at batch
-// 10-30), and lose above that, where BLAS's cache blocking and its second thread pay off.
+// Below this many multiply-adds (I * J * K) a product runs in the loops here, above it in BLAS. Measured with
+// `python benchmarks/bench_mlp.py --crossover --threads 1` (each product both ways, interleaved, medians; 2-core
+// AVX-512 Xeon at 2.1 GHz, MKL, float32), loops / BLAS time:
+//     (batch, in, out)   MACs    Z = A W^T   W += a D^T A   D W * s'
+//     (10, 30, 10)       3k      0.56        0.09           0.19      BLAS's fixed cost per call dominates
+//     (10, 784, 30)      0.24M   0.62        0.98           0.76      Nielsen's hidden layer
+//     (10, 784, 100)     0.78M   0.77        0.98           1.02      level
+//     (32, 784, 100)     2.5M    0.75        1.04           1.11
+//     (64, 256, 256)     4.2M    1.63        1.30           1.38      BLAS's cache blocking wins from here
+//     (256, 1024, 1024)  268M    2.71        1.84           2.93
+// With torch's 2 threads BLAS gains its second core on large products, and on a loaded machine loses more to
+// waking it on small ones: the crossover stays between 1M and 4M MACs.
 constexpr int64_t kSmallGemmMaxMacs = 1 << 20;
+
+// Elements below which an elementwise pass stays on one thread (as in sigmoid_linear.cpp): only the layers of
+// large networks, whose products run multi-threaded in BLAS, spread their sigmoids and sigma' over threads too.
+constexpr int64_t kParallelGrain = 32768;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Small-matrix loops. T is float or double; N lanes per vector (8/4 for AVX2, 16/8 for AVX-512).
@@ -51,10 +64,16 @@ struct Simd {
   static BP_TORCH_INLINE vec load(const T* p) { vec v; std::memcpy(&v, p, sizeof v); return v; }
   static BP_TORCH_INLINE void store(T* p, vec v) { std::memcpy(p, &v, sizeof v); }
   static BP_TORCH_INLINE vec splat(T s) { return vec{} + s; }
+  // A tree of halves (log2 N vector adds), not N dependent scalar adds: the forward does one per output.
   static BP_TORCH_INLINE T sum(vec v) {
-    T s = 0;
-    for (int i = 0; i < N; ++i) s += v[i];
-    return s;
+    if constexpr (N == 1) {
+      return v[0];
+    } else {
+      typename Simd<T, N / 2>::vec lo, hi;
+      std::memcpy(&lo, &v, sizeof lo);
+      std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+      return Simd<T, N / 2>::sum(lo + hi);
+    }
   }
 };
 
@@ -134,7 +153,7 @@ BP_TORCH_INLINE void axpy_block(int64_t J, T alpha, const T* A, int64_t a_rs, in
   }
   for (int i = 0; i < RI; ++i) {
     for (int c = 0; c < CV; ++c) {
-      V out = acc[i][c] * alpha;
+      V out = alpha == T(1) ? acc[i][c] : acc[i][c] * alpha;
       if (sp != nullptr) {
         const V a = S::load(sp + i * ldc + c * N);
         out *= a * (T(1) - a);
@@ -152,6 +171,22 @@ BP_TORCH_INLINE void axpy_block_upto(int ri, int64_t J, T alpha, const T* A, int
     if (ri < RI) return axpy_block_upto<T, N, RI - 1, CV>(ri, J, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
   }
   axpy_block<T, N, RI, CV>(J, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
+}
+
+// The last K % N columns, in vectors of N/2, N/4, ... lanes, then one at a time: the hidden layer of
+// [784, 30, 10] has 30 = 16 + 8 + 4 + 2 columns.
+template <typename T, int H, int RI>
+BP_TORCH_INLINE void axpy_tail(int ri, int64_t k, int64_t K, int64_t J, T alpha, const T* A_i, int64_t a_rs,
+                               int64_t a_cs, const T* B, int64_t ldb, bool accumulate, T* C_i, int64_t ldc,
+                               const T* sp_i) {
+  if constexpr (H >= 1) {
+    if (k + H <= K) {
+      axpy_block_upto<T, H, RI, 1>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, C_i + k, ldc,
+                                   sp_i ? sp_i + k : nullptr);
+      k += H;
+    }
+    axpy_tail<T, H / 2, RI>(ri, k, K, J, alpha, A_i, a_rs, a_cs, B, ldb, accumulate, C_i, ldc, sp_i);
+  }
 }
 
 // C (I x K) = [C +] alpha A B [* sigma'], A(i, j) = A[i * a_rs + j * a_cs] (I x J), B (J x K) row-major.
@@ -174,15 +209,7 @@ BP_TORCH_INLINE void small_mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, con
       axpy_block_upto<T, N, RI, 1>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, C_i + k, ldc,
                                    sp_i ? sp_i + k : nullptr);
     }
-    for (int r = 0; r < ri; ++r) {                                  // the last K % N columns, one at a time
-      for (int64_t kk = k; kk < K; ++kk) {
-        T s = 0;
-        for (int64_t j = 0; j < J; ++j) s += A_i[r * a_rs + j * a_cs] * B[j * ldb + kk];
-        T out = alpha * s;
-        if (sp_i) out *= sp_i[r * ldc + kk] * (T(1) - sp_i[r * ldc + kk]);
-        C_i[r * ldc + kk] = accumulate ? C_i[r * ldc + kk] + out : out;
-      }
-    }
+    axpy_tail<T, N / 2, RI>(ri, k, K, J, alpha, A_i, a_rs, a_cs, B, ldb, accumulate, C_i, ldc, sp_i);
   }
 }
 
@@ -202,19 +229,24 @@ at::Tensor wrap(const T* data, int64_t rows, int64_t cols) {
 
 // Z (n x out) = A (n x in) W^T, W (out x in).                                          forward, z = w a + b
 template <typename T, int N>
-BP_TORCH_INLINE void layer_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
-  if (use_small(n, out, in)) return small_mm_nt<T, N>(n, out, in, a_prev, in, w, in, z, out);
+BP_TORCH_INLINE void small_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
+  small_mm_nt<T, N>(n, out, in, a_prev, in, w, in, z, out);
+}
+template <typename T>
+void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
   auto z_t = wrap(z, n, out);
   at::cpu::mm_out(z_t, wrap(a_prev, n, in), wrap(w, out, in).t());
 }
 
 // G (out x in) = [G +] alpha Delta^T A, Delta (n x out), A (n x in).                   (1.1), as in (A) and (B)
 template <typename T, int N>
-BP_TORCH_INLINE void layer_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev,
+BP_TORCH_INLINE void small_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev,
                                   bool accumulate, T* g) {
-  if (use_small(n, out, in)) {
-    return small_mm_axpy<T, N>(out, n, in, alpha, delta, 1, out, a_prev, in, accumulate, g, in, nullptr);
-  }
+  small_mm_axpy<T, N>(out, n, in, alpha, delta, 1, out, a_prev, in, accumulate, g, in, nullptr);
+}
+template <typename T>
+void blas_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev, bool accumulate,
+                 T* g) {
   // beta = 1 accumulates into g (W <- W + alpha Delta^T A, the update fused into the product); beta = 0 ignores
   // g's old contents, NaN included.
   auto g_t = wrap(g, out, in);
@@ -223,14 +255,37 @@ BP_TORCH_INLINE void layer_grad_w(int64_t n, int64_t in, int64_t out, T alpha, c
 
 // D (n x in) = (Delta W) [* a (1 - a)], Delta (n x out), W (out x in); `a_prev` null: no sigma' factor (dC/dx).
 template <typename T, int N>
-BP_TORCH_INLINE void layer_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev,
+BP_TORCH_INLINE void small_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev,
                                 T* d) {
-  if (use_small(n, out, in)) return small_mm_axpy<T, N>(n, out, in, T(1), delta, out, 1, w, in, false, d, in, a_prev);
+  small_mm_axpy<T, N>(n, out, in, T(1), delta, out, 1, w, in, false, d, in, a_prev);
+}
+template <typename T>
+void blas_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev, T* d) {
   auto d_t = wrap(d, n, in);
   at::cpu::mm_out(d_t, wrap(delta, n, out), wrap(w, out, in));
   if (a_prev != nullptr) {
-    for (const auto i : c10::irange(n * in)) d[i] *= a_prev[i] * (T(1) - a_prev[i]);   // (2.2) sigma'(z^(l-1))
+    at::parallel_for(0, n * in, kParallelGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) d[i] *= a_prev[i] * (T(1) - a_prev[i]);   // (2.2) sigma'(z^(l-1))
+    });
   }
+}
+
+template <typename T, int N>
+BP_TORCH_INLINE void layer_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
+  if (use_small(n, out, in)) return small_z<T, N>(n, in, out, a_prev, w, z);
+  blas_z<T>(n, in, out, a_prev, w, z);
+}
+template <typename T, int N>
+BP_TORCH_INLINE void layer_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev,
+                                  bool accumulate, T* g) {
+  if (use_small(n, out, in)) return small_grad_w<T, N>(n, in, out, alpha, delta, a_prev, accumulate, g);
+  blas_grad_w<T>(n, in, out, alpha, delta, a_prev, accumulate, g);
+}
+template <typename T, int N>
+BP_TORCH_INLINE void layer_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev,
+                                T* d) {
+  if (use_small(n, out, in)) return small_back<T, N>(n, in, out, delta, w, a_prev, d);
+  blas_back<T>(n, in, out, delta, w, a_prev, d);
 }
 
 // a = sigma(z + b), row by row, in place; exp(-z) overflows to inf for very negative z, which gives exactly 0.
@@ -238,13 +293,18 @@ template <typename T>
 BP_TORCH_INLINE void bias_sigmoid_inplace(int64_t n, int64_t out, const T* b, T* a) {
   using Vec = at::vec::Vectorized<T>;
   const auto sigmoid = [](Vec z) { return (Vec(1) + z.neg().exp()).reciprocal(); };
-  for (const auto i : c10::irange(n)) {
-    if (b != nullptr) {
-      at::vec::map2([&](Vec z, Vec bias) { return sigmoid(z + bias); }, a + i * out, a + i * out, b, out);
-    } else {
-      at::vec::map(sigmoid, a + i * out, a + i * out, out);
+  const auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (b != nullptr) {
+        at::vec::map2([&](Vec z, Vec bias) { return sigmoid(z + bias); }, a + i * out, a + i * out, b, out);
+      } else {
+        at::vec::map(sigmoid, a + i * out, a + i * out, out);
+      }
     }
-  }
+  };
+  // Small layers stay on this thread (no thread pool); a large one's exps are worth spreading like its product.
+  if (n * out < kParallelGrain) return rows(0, n);
+  at::parallel_for(0, n, std::max<int64_t>(1, kParallelGrain / out), rows);
 }
 
 // g_b = [g_b +] alpha sum over samples of delta: dz/db = 1.
@@ -550,7 +610,12 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
     if (!biases_c[l].is_same(biases[l])) biases[l].copy_(biases_c[l]);
     torch::autograd::impl::bump_version(biases[l]);
   }
-  return at::scalar_tensor(cost, x.options());
+  // The 0-d result straight from the CPU allocator: at::scalar_tensor would be two more dispatcher calls.
+  at::Tensor result = at::detail::empty_cpu({}, x.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_sgd_step_cpu", [&] {
+    *result.data_ptr<scalar_t>() = static_cast<scalar_t>(cost);
+  });
+  return result;
 }
 
 }  // namespace bp_torch

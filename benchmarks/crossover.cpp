@@ -1,0 +1,41 @@
+// The loops-vs-BLAS crossover of csrc/cpu/sigmoid_mlp.cpp, measured (benchmarks/bench_mlp.py --crossover).
+// Compiles the kernel file itself into this module, so both paths of each product can be called directly.
+#include <torch/extension.h>
+
+#include "../csrc/cpu/sigmoid_mlp.cpp"
+
+namespace bp_torch {
+// The real checks live in csrc/ops.cpp, which registers the ops: not wanted twice in one process.
+void check_sigmoid_mlp(const char*, const at::Tensor&, at::TensorList, at::TensorList) {}
+void check_sigmoid_mlp_sgd_step(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList) {}
+
+namespace {
+template <int N>
+BP_TORCH_AVX512 void small_512(int kind, int64_t n, int64_t in, int64_t out, float* a, float* w, float* d, float* z) {
+  switch (kind) {
+    case 0: return small_z<float, N>(n, in, out, a, w, z);
+    case 1: return small_grad_w<float, N>(n, in, out, -0.01f, d, a, true, w);
+    default: return small_back<float, N>(n, in, out, d, w, a, z);
+  }
+}
+}  // namespace
+
+// kind: 0 forward Z = A W^T, 1 W += alpha Delta^T A, 2 D = Delta W * sigma'; reps products on float32 buffers.
+void run(int kind, bool small, int64_t n, int64_t in, int64_t out, at::Tensor a, at::Tensor w, at::Tensor d,
+         at::Tensor z, int64_t reps) {
+  float *a_p = a.data_ptr<float>(), *w_p = w.data_ptr<float>(), *d_p = d.data_ptr<float>(), *z_p = z.data_ptr<float>();
+  for (int64_t r = 0; r < reps; ++r) {
+    if (small) {
+      small_512<16>(kind, n, in, out, a_p, w_p, d_p, z_p);
+    } else if (kind == 0) {
+      blas_z<float>(n, in, out, a_p, w_p, z_p);
+    } else if (kind == 1) {
+      blas_grad_w<float>(n, in, out, -0.01f, d_p, a_p, true, w_p);
+    } else {
+      blas_back<float>(n, in, out, d_p, w_p, a_p, z_p);
+    }
+  }
+}
+}  // namespace bp_torch
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("run", &bp_torch::run); }

@@ -1,0 +1,35 @@
+"""Loops vs BLAS for each of the three products of a layer (csrc/cpu/sigmoid_mlp.cpp), float32, on the shapes
+around the crossover: prints, per shape, the time of each path and which wins. Run via bench_mlp.py --crossover."""
+import os
+
+import torch
+from torch.utils import cpp_extension
+
+from common import compare
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KINDS = ["Z = A W^T", "W += a D^T A", "D W * s'"]
+# (batch, in, out): Nielsen's layers, then growing towards the large case
+SHAPES = [(10, 784, 30), (10, 30, 10), (10, 784, 100), (32, 784, 100), (64, 256, 256), (10, 1024, 1024),
+          (128, 256, 256), (64, 512, 512), (256, 256, 256), (256, 1024, 1024)]
+
+
+def main(rounds):
+    flags = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+    ext = cpp_extension.load("bp_torch_crossover", [os.path.join(HERE, "crossover.cpp")], extra_cflags=flags,
+                             extra_ldflags=["-fopenmp"], verbose=False)
+    print(f"{torch.get_num_threads()} threads, float32, AVX-512 loops vs at::cpu::mm_out/addmm_out (MKL)")
+    print()
+    print("| (batch, in, out) | MACs | " + " | ".join(f"{k}: loops / BLAS" for k in KINDS) + " |")
+    print("|---|---|" + "---|" * len(KINDS))
+    for n, n_in, n_out in SHAPES:
+        a, w, d, z = torch.rand(n, n_in), torch.rand(n_out, n_in) * 0.01, torch.rand(n, n_out), torch.rand(n, n_in)
+        cells = []
+        for kind in range(3):
+            reps = max(1, int(2e6 / (n * n_in * n_out)))
+            variants = {p: (lambda p=p: ext.run(kind, p == "loops", n, n_in, n_out, a, w, d, z, reps))
+                        for p in ("loops", "blas")}
+            r = compare(variants, "blas", rounds=rounds)
+            cells.append(f"{r['loops'][0] / reps * 1e6:.1f} / {r['blas'][0] / reps * 1e6:.1f} us "
+                         f"(**{r['loops'][1]:.2f}**)")
+        print(f"| ({n}, {n_in}, {n_out}) | {n * n_in * n_out / 1e6:.2f}M | " + " | ".join(cells) + " |")
