@@ -112,6 +112,16 @@ def test_digits_end_to_end(tmp_path, backend, capsys):
         values = [float(item.split(":")[1]) for item in prob.split()[1:]]
         assert len(values) == 10 and abs(sum(values) - 1) < 0.01
 
+    # ... and for an image file: a test digit drawn dark on white, 8 times larger, reads back as that digit
+    import matplotlib.pyplot as plt
+    digit = x_test[20].reshape(8, 8)
+    png = tmp_path / "digit.png"
+    plt.imsave(png, np.kron(1 - digit.numpy(), np.ones((8, 8))), cmap="gray", vmin=0, vmax=1)
+    assert predict.main([str(ckpt_path), "--image", str(png)]) == 0
+    with torch.no_grad():
+        expected = plain((digit / digit.max()).reshape(1, 64)).argmax().item()
+    assert f"{png}: predicted {expected} " in capsys.readouterr().out
+
 
 def write_idx(path, array):
     """An uncompressed IDX file as MNIST's: big-endian header, magic 0x0800 | ndim (unsigned bytes)."""
