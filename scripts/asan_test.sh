@@ -35,7 +35,7 @@ if ! ls "$tmp"/bp_torch/_C*.so >/dev/null 2>&1; then
 fi
 echo "[asan] built in $(( $(date +%s) - start )) s" >&2
 for probe in __asan_report_load8 __ubsan_handle_; do   # a build that silently dropped the flags proves nothing
-    nm -D "$tmp"/bp_torch/_C*.so | grep -q "$probe" || { echo "[asan] FAILED: no $probe in the build" >&2; exit 1; }
+    nm -D "$tmp"/bp_torch/_C*.so | grep -c "$probe" >/dev/null || { echo "[asan] FAILED: no $probe in the build" >&2; exit 1; }
 done
 
 asan_lib=$(gcc -print-file-name=libasan.so)
