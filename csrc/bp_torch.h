@@ -38,6 +38,13 @@ std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_cpu(
     std::array<bool, 2> output_mask);
 
 // A whole SigmoidMLP (csrc/cpu/sigmoid_mlp.cpp): weights[l] is (n_(l+1), n_l), biases empty or one per layer.
+// The unchecked versions take inputs already checked; the single-layer ops are their one-layer case.
+std::vector<at::Tensor> sigmoid_mlp_forward_unchecked(const at::Tensor& x, at::TensorList weights,
+                                                      at::TensorList biases);
+// output_mask: (dC/dx, dC/dW^l for every l, dC/db^l for every l); the lists are empty where the mask is false.
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid_mlp_backward_unchecked(
+    const at::Tensor& grad_output, const at::Tensor& x, at::TensorList weights, at::TensorList activations,
+    std::array<bool, 3> output_mask);
 std::vector<at::Tensor> sigmoid_mlp_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases);
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid_mlp_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& x, at::TensorList weights, at::TensorList activations,
