@@ -10,28 +10,34 @@ namespace bp_torch {
 
 at::Tensor quadratic_cost_cpu(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction) {
   check_quadratic_cost(a, y, reduction);
+  const Reduction r = parse_reduction(reduction);
   const int64_t n = a.size(-1);
+  const int64_t samples = leading_numel(a);
   const auto a_c = a.contiguous();
   const auto y_c = y.contiguous();
-  auto per_sample = at::empty(a.sizes().slice(0, a.dim() - 1), a.options());
+  // 'none' keeps one cost per sample; 'mean' and 'sum' are reduced in the same loop, into a 0-d tensor (calling
+  // at::mean on the per-sample costs would cost more dispatches than this whole kernel at mini-batch sizes).
+  auto cost = r == Reduction::None ? at::empty(a.sizes().slice(0, a.dim() - 1), a.options())
+                                   : at::empty({}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "quadratic_cost_cpu", [&] {
     using Vec = at::vec::Vectorized<scalar_t>;
     const scalar_t* a_p = a_c.data_ptr<scalar_t>();
     const scalar_t* y_p = y_c.data_ptr<scalar_t>();
-    scalar_t* cost_p = per_sample.data_ptr<scalar_t>();
-    for (const auto i : c10::irange(per_sample.numel())) {
+    scalar_t* cost_p = cost.data_ptr<scalar_t>();
+    double total = 0;
+    for (const auto i : c10::irange(samples)) {
       const scalar_t sum_sq = n == 0 ? scalar_t(0) : at::vec::map2_reduce_all<scalar_t>(
           [](Vec act, Vec target) { return (target - act) * (target - act); },
           [](Vec u, Vec v) { return u + v; }, a_p + i * n, y_p + i * n, n);
-      cost_p[i] = scalar_t(0.5) * sum_sq;                          // C = 1/2 sum_j (y_j - a_j)^2
+      const scalar_t sample_cost = scalar_t(0.5) * sum_sq;        // C = 1/2 sum_j (y_j - a_j)^2
+      if (r == Reduction::None) cost_p[i] = sample_cost;
+      total += sample_cost;
     }
+    // The mean of no samples is NaN (0/0), as torch's mean gives.
+    if (r == Reduction::Sum) *cost_p = static_cast<scalar_t>(total);
+    if (r == Reduction::Mean) *cost_p = static_cast<scalar_t>(total / static_cast<double>(samples));
   });
-  switch (parse_reduction(reduction)) {
-    case Reduction::None: return per_sample;
-    case Reduction::Sum: return per_sample.sum();
-    case Reduction::Mean: return per_sample.mean();
-  }
-  TORCH_INTERNAL_ASSERT(false, "unreachable");
+  return cost;
 }
 
 std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_cpu(
