@@ -54,3 +54,36 @@ def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
         weights = [w - (lr / len(batch)) * nw for w, nw in zip(weights, nabla_w)]
         biases = [b - (lr / len(batch)) * nb for b, nb in zip(biases, nabla_b)]
     return weights, biases
+
+
+def assert_compiled_matches_eager(model, cost, x, y):
+    """torch.compile(fullgraph=True) of cost(model(x), y): the same cost and parameter gradients as eager."""
+    def step(x, y):
+        return cost(model(x), y)
+
+    params = list(model.parameters())
+    eager = step(x, y)
+    eager_grads = torch.autograd.grad(eager, params)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)(x, y)
+    compiled_grads = torch.autograd.grad(compiled, params)
+    torch.testing.assert_close(compiled, eager)
+    for c, e in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(c, e)
+
+
+def assert_per_sample_grads_match_loop(model, cost, x, y):
+    """torch.func.vmap(grad(...)) per-sample gradients equal a loop of backward() calls, one sample at a time."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def sample_cost(p, xi, yi):
+        return cost(functional_call(model, p, (xi,)), yi)
+
+    per_sample = vmap(grad(sample_cost), in_dims=(None, 0, 0))(params, x, y)
+    for i in range(len(x)):
+        model.zero_grad()
+        cost(model(x[i]), y[i]).backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(per_sample[name][i], p.grad)

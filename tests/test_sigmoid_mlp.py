@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call
 from torch.library import opcheck
 
 import bp_torch
@@ -195,37 +195,14 @@ def test_opcheck(case):
 def test_torch_compile_fullgraph_matches_eager():
     net = make_net([6, 5, 4, 3], dtype=torch.float32)
     cost = QuadraticCost()
-    x, y = torch.rand(4, 6), torch.rand(4, 3)
-
-    def step(x, y):
-        return cost(net(x), y)
-
-    eager = step(x, y)
-    eager_grads = torch.autograd.grad(eager, list(net.parameters()))
-    torch._dynamo.reset()
-    compiled = torch.compile(step, fullgraph=True)(x, y)
-    compiled_grads = torch.autograd.grad(compiled, list(net.parameters()))
-    torch.testing.assert_close(compiled, eager)
-    for c, e in zip(compiled_grads, eager_grads):
-        torch.testing.assert_close(c, e)
+    reference.assert_compiled_matches_eager(net, cost, torch.rand(4, 6), torch.rand(4, 3))
 
 
 def test_vmap_grad_per_sample_gradients_equal_a_loop():
     """Under torch.func the C++ backend takes the Python path (see _backend.use_cpp): per-sample gradients work."""
     net = make_net([5, 4, 3, 2], dtype=torch.float32)
     cost = QuadraticCost()
-    params = {k: v.detach() for k, v in net.named_parameters()}
-    x, y = torch.rand(6, 5), torch.rand(6, 2)
-
-    def sample_cost(p, xi, yi):
-        return cost(functional_call(net, p, (xi,)), yi)
-
-    per_sample = vmap(grad(sample_cost), in_dims=(None, 0, 0))(params, x, y)
-    for i in range(len(x)):
-        net.zero_grad()
-        cost(net(x[i]), y[i]).backward()
-        for name, p in net.named_parameters():
-            torch.testing.assert_close(per_sample[name][i], p.grad)
+    reference.assert_per_sample_grads_match_loop(net, cost, torch.rand(6, 5), torch.rand(6, 2))
 
 
 def test_functional_call_uses_the_given_parameters():

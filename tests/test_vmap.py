@@ -1,6 +1,8 @@
 """torch.func: per-sample gradients with vmap(grad(...)) equal a loop over the samples."""
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
+
+import reference
 
 from bp_torch import QuadraticCost, SigmoidLinear, SigmoidMLP
 from bp_torch.functional import two_layer_quadratic_cost
@@ -9,19 +11,7 @@ from bp_torch.functional import two_layer_quadratic_cost
 def test_per_sample_gradients_of_a_model_equal_a_loop():
     torch.manual_seed(0)
     model = torch.nn.Sequential(SigmoidLinear(5, 4), SigmoidMLP([4, 3, 2]))
-    cost = QuadraticCost()
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    x, y = torch.rand(6, 5, dtype=torch.float32), torch.rand(6, 2)
-
-    def sample_cost(p, xi, yi):
-        return cost(functional_call(model, p, (xi,)), yi)
-
-    per_sample = vmap(grad(sample_cost), in_dims=(None, 0, 0))(params, x, y)
-    for i in range(len(x)):
-        model.zero_grad()
-        cost(model(x[i]), y[i]).backward()
-        for name, p in model.named_parameters():
-            torch.testing.assert_close(per_sample[name][i], p.grad)
+    reference.assert_per_sample_grads_match_loop(model, QuadraticCost(), torch.rand(6, 5), torch.rand(6, 2))
 
 
 def test_per_sample_gradients_of_the_two_layer_function_equal_a_loop():
