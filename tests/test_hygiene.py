@@ -166,6 +166,15 @@ def python_spy(monkeypatch):
     return calls
 
 
+def requested_and_returned(backend, op_spy, python_spy, name):
+    """(the gradients the backward was asked for, the gradients it returned), as seen on the active backend:
+    the output mask of the C++ backward op, or the needs_input_grad handed to the Python formula."""
+    if backend == "cpp":
+        return tuple(op_spy.masks[f"bp_torch::{name}"]), op_spy.results[f"bp_torch::{name}"]
+    needs, returned = python_spy[name]
+    return tuple(needs), returned
+
+
 MIXES = [mix for mix in itertools.product([False, True], repeat=3) if any(mix)]
 # Without a bias, a mix in which only the bias requires grad asks for nothing: not a case.
 BIAS_MIXES = [(bias, mix) for bias in (True, False) for mix in MIXES if bias or any(mix[:2])]
@@ -180,12 +189,8 @@ def test_sigmoid_linear_backward_computes_only_requested_gradients(backend, pyth
     with OpSpy() as spy:
         out = functional.sigmoid_linear(x, weight, b)
         out.sum().backward()
-    if backend == "cpp":
-        assert spy.masks["bp_torch::sigmoid_linear_backward"] == list(asked)
-        returned = spy.results["bp_torch::sigmoid_linear_backward"]
-    else:
-        needs, returned = python_spy["sigmoid_linear_backward"]
-        assert tuple(needs) == asked
+    requested, returned = requested_and_returned(backend, spy, python_spy, "sigmoid_linear_backward")
+    assert requested == asked
     assert [g is not None for g in returned] == list(asked)
     # The matrix products run only for what was asked: dx = delta W, dW = delta^T x (the cpp kernel calls BLAS
     # below the dispatcher, so only the python backend's products are visible here).
@@ -210,12 +215,8 @@ def test_quadratic_cost_backward_computes_only_requested_gradients(backend, pyth
     y = torch.rand(3, 4, dtype=torch.float64, requires_grad=requires_grad[1])
     with OpSpy() as spy:
         functional.quadratic_cost(a, y).backward()
-    if backend == "cpp":
-        assert spy.masks["bp_torch::quadratic_cost_backward"] == list(requires_grad)
-        returned = spy.results["bp_torch::quadratic_cost_backward"]
-    else:
-        needs, returned = python_spy["quadratic_cost_backward"]
-        assert tuple(needs) == requires_grad
+    requested, returned = requested_and_returned(backend, spy, python_spy, "quadratic_cost_backward")
+    assert requested == requires_grad
     assert [g is not None for g in returned] == list(requires_grad)
 
 
