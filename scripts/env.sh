@@ -33,11 +33,14 @@ if [ -z "${BP_TORCH_NO_EXT:-}" ] && ! command -v "${CXX:-c++}" >/dev/null; then
 fi
 
 # An editable install: Python edits take effect at once; the extension is rebuilt in place (bp_torch/_C*.so) when
-# setup.py or csrc/ change, or when this checkout is not the one the venv points at.
-build_key=$( (pwd; echo "NO_EXT=${BP_TORCH_NO_EXT:-}"; cat setup.py;
+# setup.py or csrc/ change. The build's key is kept in this checkout (build/), and this checkout goes first on
+# PYTHONPATH: the venv is shared by every clone, and its editable install points at whichever built last, so
+# without this two clones used at the same time would import each other's code.
+build_key=$( (echo "NO_EXT=${BP_TORCH_NO_EXT:-}"; cat setup.py;
               find csrc -type f -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
+stamp=build/.bp_torch-build-key
 have_ext=$(ls bp_torch/_C*.so 2>/dev/null || true)
-if [ "$(cat "$venv/.bp_torch-build" 2>/dev/null)" != "$build_key" ] || \
+if [ "$(cat "$stamp" 2>/dev/null)" != "$build_key" ] || \
    { [ -z "$have_ext" ] && [ "${BP_TORCH_NO_EXT:-}" != 1 ]; }; then
     echo "[env] building bp_torch (pip install --no-build-isolation -e .)" >&2
     rm -f bp_torch/_C*.so
@@ -47,9 +50,11 @@ if [ "$(cat "$venv/.bp_torch-build" 2>/dev/null)" != "$build_key" ] || \
         echo "[env] the C++ extension failed to build; full log: $venv/build.log" >&2
         exit 1
     fi
-    echo "$build_key" > "$venv/.bp_torch-build"
+    mkdir -p build
+    echo "$build_key" > "$stamp"
 fi
 flock -u 9
 
 export PATH="$venv/bin:$PATH"
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 exec "$@"
