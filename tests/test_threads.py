@@ -121,6 +121,42 @@ def test_sgd_step_on_separate_networks_in_threads_matches_serial():
         assert_same(got, expected)
 
 
+# --- torch's thread count ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_num_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.backends("cpp")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, restore_num_threads):
+    """Nielsen's [784, 100, 10] at mini-batch 10: its 784 x 100 products are big enough for the C++ loops to split
+    them over torch's threads, each thread taking a block of neurons (or of dC/dx's columns). Every output entry
+    is still one thread's sum in one order, so 1, 2 and 3 threads (an uneven split) agree bit for bit."""
+    torch.manual_seed(0)
+    template = bp_torch.SigmoidMLP([784, 100, 10], dtype=dtype)
+    x = torch.rand(10, 784, dtype=dtype)
+    y = torch.rand(10, 10, dtype=dtype)
+
+    def run(threads):
+        torch.set_num_threads(threads)
+        net = bp_torch.SigmoidMLP([784, 100, 10], dtype=dtype)
+        net.load_state_dict(template.state_dict())
+        x_ = x.clone().requires_grad_()
+        out = net(x_)
+        grads = torch.autograd.grad(functional.quadratic_cost(out, y), [x_, *net.parameters()])
+        costs = [net.sgd_step(x, y, 3.0) for _ in range(3)]
+        return [out.detach(), *grads, *costs, *[p.detach() for p in net.parameters()]]
+
+    serial = run(1)
+    assert not torch.equal(serial[-4], template[0].weight.detach())       # the steps did train
+    for threads in (2, 3):
+        assert_same(run(threads), serial)
+
+
 # --- no global mutable state in the C++ extension ---------------------------------------------------------------------
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
