@@ -90,7 +90,7 @@ def sigmoid_mlp(input, weights, biases=()):
     (n_(l+1),)``; returns ``(*, n_L)``. float32 or float64.
     """
     if _backend.use_cpp(input):
-        return _backend.ops.sigmoid_mlp.default(input, weights, biases)[-1]
+        return _sigmoid_mlp_op(input, weights, biases)[-1]    # a^1 .. a^L; the node saves them all
     _checks.sigmoid_mlp(input, weights, biases)
     for l, weight in enumerate(weights):
         input = sigmoid_linear(input, weight, biases[l] if biases else None)
@@ -130,5 +130,6 @@ def _sgd_step(x, y, weights, biases, lr):
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
 
 
-# The op's overload, looked up once: sgd_step runs once per mini-batch, so attribute lookups per call show.
+# The fused ops' overloads, looked up once: they run once per mini-batch, where attribute lookups per call show.
+_sigmoid_mlp_op = _backend.ops.sigmoid_mlp.default if _backend._C is not None else None
 _sgd_step_op = _backend.ops.sigmoid_mlp_sgd_step.default if _backend._C is not None else None

@@ -154,8 +154,7 @@ class SigmoidMLP(nn.Sequential):
         :func:`bp_torch.functional.sigmoid_mlp`), so forward hooks of the individual layers do not run; on the
         Python backend, and under torch.func transforms, it is the chain of layers, as an ``nn.Sequential``."""
         if _backend.use_cpp(input):
-            weights, biases = self._parameter_lists()
-            return F.sigmoid_mlp(input, weights, biases)
+            return F._sigmoid_mlp_op(input, *self._parameter_lists())[-1]
         return super().forward(input)
 
     def sgd_step(self, x, y, lr):

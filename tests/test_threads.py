@@ -133,17 +133,18 @@ def restore_num_threads():
 @pytest.mark.backends("cpp")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, restore_num_threads):
-    """Nielsen's [784, 100, 10] at mini-batch 10: its 784 x 100 products are big enough for the C++ loops to split
-    them over torch's threads, each thread taking a block of neurons (or of dC/dx's columns). Every output entry
-    is still one thread's sum in one order, so 1, 2 and 3 threads (an uneven split) agree bit for bit."""
+    """[784, 128, 10] at mini-batch 10: its 1M-multiply-add products still run in the C++ loops, which split them
+    over up to 3 threads, each taking a block of neurons (or of dC/dx's columns). Every output entry is still one
+    thread's sum in one order, so 1, 2 and 3 threads (an uneven split) agree bit for bit."""
+    sizes = [784, 128, 10]
     torch.manual_seed(0)
-    template = bp_torch.SigmoidMLP([784, 100, 10], dtype=dtype)
+    template = bp_torch.SigmoidMLP(sizes, dtype=dtype)
     x = torch.rand(10, 784, dtype=dtype)
     y = torch.rand(10, 10, dtype=dtype)
 
     def run(threads):
         torch.set_num_threads(threads)
-        net = bp_torch.SigmoidMLP([784, 100, 10], dtype=dtype)
+        net = bp_torch.SigmoidMLP(sizes, dtype=dtype)
         net.load_state_dict(template.state_dict())
         x_ = x.clone().requires_grad_()
         out = net(x_)

@@ -255,8 +255,11 @@ at::Tensor wrap(const T* data, int64_t rows, int64_t cols) {
 // depend on the number of threads (tests/test_threads.py).
 template <typename F>
 BP_TORCH_INLINE void split_over_threads(int64_t macs, int64_t size, int64_t align, const F& fn) {
-  const int64_t threads = at::get_num_threads();
-  if (macs < kThreadedMinMacs || threads < 2 || at::in_parallel_region()) return fn(0, size);
+  if (macs < kThreadedMinMacs || at::in_parallel_region()) return fn(0, size);
+  // At least kThreadedMinMacs / 2 per thread, the share that was worth a thread: a many-core machine does not wake
+  // all its cores for a small product.
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), macs / (kThreadedMinMacs / 2));
+  if (threads < 2) return fn(0, size);
   const int64_t block = ((size + threads - 1) / threads + align - 1) / align * align;
   at::parallel_for(0, (size + block - 1) / block, 1, [&](int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b) fn(b * block, std::min(size, (b + 1) * block));
