@@ -1,5 +1,6 @@
 """Loops vs BLAS for each of the three products of a layer (csrc/cpu/sigmoid_mlp.cpp), float32, on the shapes
 around the crossover: prints, per shape, the time of each path and which wins. Run via bench_mlp.py --crossover."""
+import ast
 import os
 
 import torch
@@ -14,8 +15,19 @@ SHAPES = [(10, 784, 30), (10, 30, 10), (10, 784, 100), (32, 784, 100), (64, 256,
           (128, 256, 256), (64, 512, 512), (256, 256, 256), (256, 1024, 1024)]
 
 
+def setup_cpu_flags():
+    """The compiler flags setup.py builds the extension with on this machine: its cpu_flags(), run on its own
+    (executing all of setup.py would run setup()). The loops must be timed as the extension compiles them."""
+    path = os.path.join(HERE, "..", "setup.py")
+    tree = ast.parse(open(path).read())
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "cpu_flags")
+    namespace = {}
+    exec(compile(ast.Module([function], type_ignores=[]), path, "exec"), namespace)
+    return namespace["cpu_flags"]()
+
+
 def main(rounds):
-    flags = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+    flags = setup_cpu_flags()
     ext = cpp_extension.load("bp_torch_crossover", [os.path.join(HERE, "crossover.cpp")], extra_cflags=flags,
                              extra_ldflags=["-fopenmp"], verbose=False)
     print(f"{torch.get_num_threads()} threads, float32, AVX-512 loops vs at::cpu::mm_out/addmm_out (MKL)")

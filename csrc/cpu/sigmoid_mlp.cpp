@@ -39,14 +39,14 @@ namespace {
 
 // Below this many multiply-adds (I * J * K) a product runs in the loops here, above it in BLAS. Measured with
 // `python benchmarks/bench_mlp.py --crossover --threads 1` (each product both ways, interleaved, medians; 2-core
-// AVX-512 Xeon at 2.1 GHz, MKL, float32), loops / BLAS time:
+// AVX-512 Xeon, MKL, float32), loops / BLAS time:
 //     (batch, in, out)   MACs    Z = A W^T   W += a D^T A   D W * s'
-//     (10, 30, 10)       3k      0.56        0.09           0.19      BLAS's fixed cost per call dominates
-//     (10, 784, 30)      0.24M   0.62        0.98           0.76      Nielsen's hidden layer
-//     (10, 784, 100)     0.78M   0.77        0.98           1.02      level
-//     (32, 784, 100)     2.5M    0.75        1.04           1.11
-//     (64, 256, 256)     4.2M    1.63        1.30           1.38      BLAS's cache blocking wins from here
-//     (256, 1024, 1024)  268M    2.71        1.84           2.93
+//     (10, 30, 10)       3k      0.52        0.14           0.20      BLAS's fixed cost per call dominates
+//     (10, 784, 30)      0.24M   0.63        0.82           0.71      Nielsen's hidden layer
+//     (10, 784, 100)     0.78M   0.77        1.03           0.85
+//     (32, 784, 100)     2.5M    0.73        1.00           1.01      level
+//     (64, 256, 256)     4.2M    1.39        0.93           0.96      BLAS's cache blocking wins Z from here
+//     (256, 1024, 1024)  268M    2.29        1.30           2.26
 // With torch's 2 threads BLAS gains its second core on large products, and on a loaded machine loses more to
 // waking it on small ones: the crossover stays between 1M and 4M MACs.
 constexpr int64_t kSmallGemmMaxMacs = 1 << 20;
@@ -78,7 +78,9 @@ struct Simd {
   typedef T vec __attribute__((vector_size(N * sizeof(T))));
   static BP_TORCH_INLINE vec load(const T* p) { vec v; std::memcpy(&v, p, sizeof v); return v; }
   static BP_TORCH_INLINE void store(T* p, vec v) { std::memcpy(p, &v, sizeof v); }
-  static BP_TORCH_INLINE vec splat(T s) { return vec{} + s; }
+  // s - 0 is s for every s, -0 included, so this compiles to one broadcast; `vec{} + s` would add 0 to s first
+  // (an instruction per splat), as -0 + 0 is +0.
+  static BP_TORCH_INLINE vec splat(T s) { return s - vec{}; }
   // A tree of halves (log2 N vector adds), not N dependent scalar adds: the forward does one per output.
   static BP_TORCH_INLINE T sum(vec v) {
     if constexpr (N == 1) {
@@ -175,7 +177,7 @@ BP_TORCH_INLINE void axpy_block(int64_t J, T alpha, const T* A, int64_t a_rs, in
   }
   for (int i = 0; i < RI; ++i) {
     for (int c = 0; c < CV; ++c) {
-      V out = alpha == T(1) ? acc[i][c] : acc[i][c] * alpha;
+      V out = acc[i][c] * alpha;                     // exact for alpha = 1: no branch needed
       if (sp != nullptr) {
         const V a = S::load(sp + i * ldc + c * N);
         out *= a * (T(1) - a);
