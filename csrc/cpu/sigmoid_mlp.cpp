@@ -341,9 +341,12 @@ BP_TORCH_INLINE void layer_back(int64_t n, int64_t in, int64_t out, const T* del
   blas_back<T>(n, in, out, delta, w, a_prev, d);
 }
 
-// The backward's two products of a layer, Delta W and Delta^T A, are independent and have the same n * in * out
-// multiply-adds. Where both go to BLAS and torch has two threads, each runs single-threaded on its own thread
-// (BLAS called inside a parallel region runs on one), instead of one after the other on both.
+// Where a layer's products go to BLAS and torch has two threads, bp_torch splits the work between the threads
+// itself, and BLAS, called inside a parallel region, runs single-threaded on each: the forward gives each thread
+// half the samples, whose sigmoids it then takes while they are in its cache; the backward runs its two products,
+// Delta W and Delta^T A (the same n * in * out multiply-adds), one per thread. Measured at (64, 256, 256): the
+// forward went from 1.0x to 0.89x the time of torch.mm + sigmoid_, the backward from 0.92x to 0.81x the time of its
+// masked parts (dC/dx alone plus dC/dW alone); benchmarks/bench_layers.py from 0.88-0.94 to 0.84-0.87.
 BP_TORCH_INLINE bool concurrent_products(int64_t n, int64_t in, int64_t out) {
   return !use_small(n, out, in) && at::get_num_threads() == 2 && !at::in_parallel_region();
 }
@@ -423,8 +426,17 @@ BP_TORCH_INLINE void forward_impl(const Net<T>& net, const T* x, T* const* acts)
   const T* a_prev = x;
   for (const auto l : c10::irange(net.layers())) {
     const int64_t in = net.sizes[l], out = net.sizes[l + 1];
-    layer_z<T, N>(net.n, in, out, a_prev, net.weights[l], acts[l]);          // z^l = w^l a^(l-1) ...
-    bias_sigmoid_inplace<T>(net.n, out, net.biases.empty() ? nullptr : net.biases[l], acts[l]);  // a^l = sigma(z^l + b^l)
+    const T* bias = net.biases.empty() ? nullptr : net.biases[l];
+    if (concurrent_products(net.n, in, out)) {
+      // Each thread its half of the samples, product then sigmoid, while its rows of a are in its cache.
+      at::parallel_for(0, net.n, (net.n + 1) / 2, [&](int64_t begin, int64_t end) {
+        blas_z<T>(end - begin, in, out, a_prev + begin * in, net.weights[l], acts[l] + begin * out);
+        bias_sigmoid_inplace<T>(end - begin, out, bias, acts[l] + begin * out);
+      });
+    } else {
+      layer_z<T, N>(net.n, in, out, a_prev, net.weights[l], acts[l]);        // z^l = w^l a^(l-1) ...
+      bias_sigmoid_inplace<T>(net.n, out, bias, acts[l]);                     // a^l = sigma(z^l + b^l)
+    }
     a_prev = acts[l];
   }
 }
@@ -446,19 +458,20 @@ BP_TORCH_INLINE void backprop_impl(const Net<T>& net, const T* x, const T* const
     };
     // dC/dW^l = delta^l (a^(l-1))^T (1.1, as in A); dC/db^l = delta^l.
     const bool grad_w_wanted = update || grad_w != nullptr;
-    const auto weight_grad = [&] {
-      layer_grad_w<T, N>(net.n, in, out, alpha, delta, a_prev, update, update ? net.weights[l] : grad_w[l]);
+    const bool grad_b_wanted = update ? !net.biases.empty() : grad_b != nullptr;
+    const auto parameter_grads = [&] {
+      if (grad_w_wanted) {
+        layer_grad_w<T, N>(net.n, in, out, alpha, delta, a_prev, update, update ? net.weights[l] : grad_w[l]);
+      }
+      if (grad_b_wanted) layer_grad_b<T>(net.n, out, alpha, delta, update, update ? net.biases[l] : grad_b[l]);
     };
     if (!update && back_wanted && grad_w_wanted && concurrent_products(net.n, in, out)) {
       at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; ++task) task == 0 ? back() : weight_grad();
+        for (int64_t task = begin; task < end; ++task) task == 0 ? back() : parameter_grads();
       });
     } else {
       if (back_wanted) back();
-      if (grad_w_wanted) weight_grad();
-    }
-    if (update ? !net.biases.empty() : grad_b != nullptr) {
-      layer_grad_b<T>(net.n, out, alpha, delta, update, update ? net.biases[l] : grad_b[l]);
+      parameter_grads();
     }
     std::swap(delta, delta_prev);
   }
