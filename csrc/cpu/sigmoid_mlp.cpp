@@ -54,8 +54,8 @@ constexpr int64_t kSmallGemmMaxMacs = 1 << 20;
 // Multiply-adds from which a product in the loops is split over torch's threads (see split_over_threads): each
 // thread then keeps its rows of W in its own cache from the forward to the update. Measured with
 // benchmarks/bench_mlp.py (2 threads): Nielsen's [784, 100, 10] (0.78M per product) trains 1.25x faster threaded
-// (sgd_step 42 -> 34 us, the autograd loop 264 -> 209 us); [784, 30, 10] (0.24M) gains nothing, its thread wake-ups
-// cost what the split saves.
+// (sgd_step 42 -> 34 us, the autograd loop 264 -> 209 us); [784, 30, 10] (0.24M) loses, its thread wake-ups cost
+// more than the split saves (re-measured with the faster broadcast: sgd_step 17-19x -> 15-17x of plain torch).
 constexpr int64_t kThreadedMinMacs = 1 << 19;
 
 // Sums over more samples than this (dC/dW and dC/db add one term per sample) go to ATen whatever their size: the
