@@ -10,8 +10,8 @@ void check_sigmoid_mlp(const char*, const at::Tensor&, at::TensorList, at::Tenso
 void check_sigmoid_mlp_sgd_step(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList) {}
 
 namespace {
-template <int N>
-BP_TORCH_AVX512 void small_512(int kind, int64_t n, int64_t in, int64_t out, float* a, float* w, float* d, float* z) {
+void small_loops(int kind, int64_t n, int64_t in, int64_t out, float* a, float* w, float* d, float* z) {
+  constexpr int N = kLanes<float>;
   switch (kind) {
     case 0: return small_z<float, N>(n, in, out, a, w, z);
     case 1: return small_grad_w<float, N>(n, in, out, -0.01f, d, a, true, w);
@@ -26,7 +26,7 @@ void run(int kind, bool small, int64_t n, int64_t in, int64_t out, at::Tensor a,
   float *a_p = a.data_ptr<float>(), *w_p = w.data_ptr<float>(), *d_p = d.data_ptr<float>(), *z_p = z.data_ptr<float>();
   for (int64_t r = 0; r < reps; ++r) {
     if (small) {
-      small_512<16>(kind, n, in, out, a_p, w_p, d_p, z_p);
+      small_loops(kind, n, in, out, a_p, w_p, d_p, z_p);
     } else if (kind == 0) {
       blas_z<float>(n, in, out, a_p, w_p, z_p);
     } else if (kind == 1) {

@@ -30,7 +30,8 @@ def main(rounds):
     flags = setup_cpu_flags()
     ext = cpp_extension.load("bp_torch_crossover", [os.path.join(HERE, "crossover.cpp")], extra_cflags=flags,
                              extra_ldflags=["-fopenmp"], verbose=False)
-    print(f"{torch.get_num_threads()} threads, float32, AVX-512 loops vs at::cpu::mm_out/addmm_out (MKL)")
+    print(f"{torch.get_num_threads()} threads, float32, loops built with {' '.join(flags)} "
+          "vs at::cpu::mm_out/addmm_out (MKL)")
     print()
     print("| (batch, in, out) | MACs | " + " | ".join(f"{k}: loops / BLAS" for k in KINDS) + " |")
     print("|---|---|" + "---|" * len(KINDS))

@@ -14,8 +14,8 @@
 // dispatcher), and large ones go to BLAS (MKL here, multi-threaded), chosen by the measured crossover
 // kSmallGemmMaxMacs. The work buffers of a small network are on the stack: a step allocates nothing.
 //
-// The loops are written once, on GCC vector types of a template width, and compiled twice: for AVX2 (the flags
-// setup.py passes) and, with a target attribute, for AVX-512; the widest one the CPU supports runs.
+// The loops are written once, on GCC vector types of a template width N, and compiled for the vector width of the
+// instruction set setup.py builds for (kLanes below).
 #include <ATen/Dispatch.h>
 #include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
@@ -247,7 +247,8 @@ BP_TORCH_INLINE bool use_small(int64_t I, int64_t J, int64_t K) { return I * J *
 // A (rows x cols) row-major view of a raw buffer, for ATen's BLAS kernels. No copy, no ownership.
 template <typename T>
 at::Tensor wrap(const T* data, int64_t rows, int64_t cols) {
-  return at::from_blob(const_cast<T*>(data), {rows, cols}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  return at::from_blob(const_cast<T*>(data), {rows, cols},
+                       at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
 // fn(begin, end) over [0, size), one block per thread with edges on multiples of `align`, when a loop product has
@@ -532,62 +533,17 @@ BP_TORCH_INLINE void backward_impl(const Net<T>& net, const T* grad_output, cons
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The same code for two instruction sets; the widest the CPU has runs.
+// The vector width, N = kLanes<T>: that of the instruction set this file is compiled for. setup.py builds for the
+// build machine's widest (AVX-512 or AVX2, which torch's at::vec code above needs as compile-time flags anyway),
+// so one width, chosen at compile time, is the widest the CPU runs.
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#define BP_TORCH_HAVE_AVX512 1
-#define BP_TORCH_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
-
-template <typename T> BP_TORCH_AVX512 void forward_avx512(const Net<T>& net, const T* x, T* const* acts) {
-  forward_impl<T, 64 / sizeof(T)>(net, x, acts);
-}
-template <typename T> BP_TORCH_AVX512 double sgd_step_avx512(const Net<T>& net, const T* x, const T* y, T lr) {
-  return sgd_step_impl<T, 64 / sizeof(T)>(net, x, y, lr);
-}
-template <typename T> BP_TORCH_AVX512 void backward_avx512(const Net<T>& net, const T* g, const T* x,
-                                                           const T* const* acts, T* const* gw, T* const* gb, T* gx) {
-  backward_impl<T, 64 / sizeof(T)>(net, g, x, acts, gw, gb, gx);
-}
-
-// A few loads from libgcc's CPU model, filled in at load time: cheap enough to ask on every call.
-bool cpu_has_avx512() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-}
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
 #else
-#define BP_TORCH_HAVE_AVX512 0
+constexpr int kVectorBytes = 32;
 #endif
-
-template <typename T> void forward_default(const Net<T>& net, const T* x, T* const* acts) {
-  forward_impl<T, 32 / sizeof(T)>(net, x, acts);
-}
-template <typename T> double sgd_step_default(const Net<T>& net, const T* x, const T* y, T lr) {
-  return sgd_step_impl<T, 32 / sizeof(T)>(net, x, y, lr);
-}
-template <typename T> void backward_default(const Net<T>& net, const T* g, const T* x, const T* const* acts,
-                                            T* const* gw, T* const* gb, T* gx) {
-  backward_impl<T, 32 / sizeof(T)>(net, g, x, acts, gw, gb, gx);
-}
-
-template <typename T> void forward_any(const Net<T>& net, const T* x, T* const* acts) {
-#if BP_TORCH_HAVE_AVX512
-  if (cpu_has_avx512()) return forward_avx512<T>(net, x, acts);
-#endif
-  forward_default<T>(net, x, acts);
-}
-template <typename T> double sgd_step_any(const Net<T>& net, const T* x, const T* y, T lr) {
-#if BP_TORCH_HAVE_AVX512
-  if (cpu_has_avx512()) return sgd_step_avx512<T>(net, x, y, lr);
-#endif
-  return sgd_step_default<T>(net, x, y, lr);
-}
-template <typename T> void backward_any(const Net<T>& net, const T* g, const T* x, const T* const* acts,
-                                        T* const* gw, T* const* gb, T* gx) {
-#if BP_TORCH_HAVE_AVX512
-  if (cpu_has_avx512()) return backward_avx512<T>(net, g, x, acts, gw, gb, gx);
-#endif
-  backward_default<T>(net, g, x, acts, gw, gb, gx);
-}
+template <typename T>
+constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
 
 // Raw pointers of already-checked, contiguous weights and biases.
 template <typename T>
@@ -632,7 +588,7 @@ std::vector<at::Tensor> sigmoid_mlp_forward_unchecked(const at::Tensor& x, at::T
     const auto net = make_net<scalar_t>(n, x_c, weights_c, biases_c);
     c10::SmallVector<scalar_t*, 8> acts;
     for (auto& a : activations) acts.push_back(a.data_ptr<scalar_t>());
-    forward_any<scalar_t>(net, x_c.data_ptr<scalar_t>(), acts.data());
+    forward_impl<scalar_t, kLanes<scalar_t>>(net, x_c.data_ptr<scalar_t>(), acts.data());
   });
   return activations;
 }
@@ -664,9 +620,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
     for (const auto& a : acts_c) acts.push_back(a.data_ptr<scalar_t>());
     for (auto& g : grad_weights) gw.push_back(g.data_ptr<scalar_t>());
     for (auto& g : grad_biases) gb.push_back(g.data_ptr<scalar_t>());
-    backward_any<scalar_t>(net, grad_c.data_ptr<scalar_t>(), x_c.data_ptr<scalar_t>(), acts.data(),
-                           weight_grad ? gw.data() : nullptr,
-                           bias_grad ? gb.data() : nullptr, input_grad ? grad_x.data_ptr<scalar_t>() : nullptr);
+    backward_impl<scalar_t, kLanes<scalar_t>>(
+        net, grad_c.data_ptr<scalar_t>(), x_c.data_ptr<scalar_t>(), acts.data(), weight_grad ? gw.data() : nullptr,
+        bias_grad ? gb.data() : nullptr, input_grad ? grad_x.data_ptr<scalar_t>() : nullptr);
   });
   return {grad_x, grad_weights, grad_biases};
 }
@@ -706,7 +662,7 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
   double cost = 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_sgd_step_cpu", [&] {
     const auto net = make_net<scalar_t>(x.size(0), x_c, weights_c, biases_c);
-    cost = sgd_step_any<scalar_t>(net, x_c.data_ptr<scalar_t>(), y_c.data_ptr<scalar_t>(),
+    cost = sgd_step_impl<scalar_t, kLanes<scalar_t>>(net, x_c.data_ptr<scalar_t>(), y_c.data_ptr<scalar_t>(),
                                   static_cast<scalar_t>(lr));
   });
   for (const auto l : c10::irange(weights.size())) {
