@@ -24,6 +24,13 @@ inline int64_t leading_numel(const at::Tensor& t) {
   return c10::multiply_integers(t.sizes().begin(), t.sizes().end() - 1);
 }
 
+// Shape (*, features): x's leading dimensions with a new last one.
+inline std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t features) {
+  auto shape = x.sizes().vec();
+  shape.back() = features;
+  return shape;
+}
+
 enum class Reduction { None, Mean, Sum };
 Reduction parse_reduction(c10::string_view reduction);
 

@@ -22,22 +22,39 @@ bool is_supported_dtype(at::ScalarType t) {
 
 using NamedTensor = std::pair<const char*, const at::Tensor*>;
 
-// Every tensor must be float32 or float64 and share one dtype and one device.
+// Every one of `count` tensors (tensor(i), called name(i)) must be float32 or float64 and share the first one's
+// dtype and device. The names are built only when a check fails, so a passing call costs no string work.
+template <typename Tensor, typename Name>
+void check_dtypes_and_devices(const char* op, size_t count, const Tensor& tensor, const Name& name) {
+  for (const auto i : c10::irange(count)) {
+    TORCH_CHECK_TYPE(is_supported_dtype(tensor(i).scalar_type()),
+                     op, ": ", name(i), " must be float32 or float64, got ", dtype_name(tensor(i).scalar_type()));
+  }
+  const at::Tensor& first = tensor(0);
+  for (const auto i : c10::irange(count)) {
+    TORCH_CHECK_TYPE(tensor(i).scalar_type() == first.scalar_type(), op, ": ", name(0), " and ", name(i),
+                     " must have the same dtype, got ", dtype_name(first.scalar_type()), " and ",
+                     dtype_name(tensor(i).scalar_type()));
+  }
+  for (const auto i : c10::irange(count)) {
+    TORCH_CHECK_VALUE(tensor(i).device() == first.device(), op, ": ", name(0), " and ", name(i),
+                      " must be on the same device, got ", first.device(), " and ", tensor(i).device());
+  }
+}
+
 void check_dtypes_and_devices(const char* op, std::initializer_list<NamedTensor> tensors) {
-  for (const auto& [name, t] : tensors) {
-    TORCH_CHECK_TYPE(is_supported_dtype(t->scalar_type()),
-                     op, ": ", name, " must be float32 or float64, got ", dtype_name(t->scalar_type()));
-  }
-  const auto& [first_name, first] = *tensors.begin();
-  for (const auto& [name, t] : tensors) {
-    TORCH_CHECK_TYPE(t->scalar_type() == first->scalar_type(), op, ": ", first_name, " and ", name,
-                     " must have the same dtype, got ", dtype_name(first->scalar_type()), " and ",
-                     dtype_name(t->scalar_type()));
-  }
-  for (const auto& [name, t] : tensors) {
-    TORCH_CHECK_VALUE(t->device() == first->device(), op, ": ", first_name, " and ", name,
-                      " must be on the same device, got ", first->device(), " and ", t->device());
-  }
+  const NamedTensor* named = tensors.begin();
+  check_dtypes_and_devices(
+      op, tensors.size(), [&](size_t i) -> const at::Tensor& { return *named[i].second; },
+      [&](size_t i) { return named[i].first; });
+}
+
+// A network's parameter lists: at least one layer, and biases either absent or one per layer.
+void check_layer_count(const char* op, at::TensorList weights, at::TensorList biases) {
+  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must have at least one entry (one per layer), got none");
+  TORCH_CHECK_VALUE(biases.empty() || biases.size() == weights.size(), op,
+                    ": biases must be empty (no bias) or have one entry per layer (", weights.size(), "), got ",
+                    biases.size());
 }
 
 }  // namespace
@@ -77,10 +94,7 @@ void check_quadratic_cost(const at::Tensor& a, const at::Tensor& y, c10::string_
 
 // A whole network: each layer's in_features equal to the width of what feeds it, biases empty or one per layer.
 void check_sigmoid_mlp(const char* op, const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
-  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must have at least one entry (one per layer), got none");
-  TORCH_CHECK_VALUE(biases.empty() || biases.size() == weights.size(), op,
-                    ": biases must be empty (no bias) or have one entry per layer (", weights.size(), "), got ",
-                    biases.size());
+  check_layer_count(op, weights, biases);
   TORCH_CHECK_VALUE(x.dim() > 0, op, ": input must have at least 1 dimension (*, in_features), got a 0-d tensor");
   int64_t n_in = x.size(-1);
   for (const auto l : c10::irange(weights.size())) {
@@ -96,31 +110,17 @@ void check_sigmoid_mlp(const char* op, const at::Tensor& x, at::TensorList weigh
     }
     n_in = weight.size(0);
   }
-  // As check_dtypes_and_devices, over input, weights[0], biases[0], weights[1], ...: the names are built only
-  // when a check fails, so a passing call costs no string work.
-  std::vector<const at::Tensor*> tensors{&x};
-  for (const auto l : c10::irange(weights.size())) {
-    tensors.push_back(&weights[l]);
-    if (!biases.empty()) tensors.push_back(&biases[l]);
-  }
+  // Over input, weights[0], biases[0], weights[1], ...
+  const size_t per_layer = biases.empty() ? 1 : 2;
+  const auto tensor = [&](size_t i) -> const at::Tensor& {
+    if (i == 0) return x;
+    return (i - 1) % per_layer == 0 ? weights[(i - 1) / per_layer] : biases[(i - 1) / per_layer];
+  };
   const auto name = [&](size_t i) -> std::string {
     if (i == 0) return "input";
-    const size_t per_layer = biases.empty() ? 1 : 2;
     return c10::str((i - 1) % per_layer == 0 ? "weights[" : "biases[", (i - 1) / per_layer, "]");
   };
-  for (const auto i : c10::irange(tensors.size())) {
-    TORCH_CHECK_TYPE(is_supported_dtype(tensors[i]->scalar_type()), op, ": ", name(i),
-                     " must be float32 or float64, got ", dtype_name(tensors[i]->scalar_type()));
-  }
-  for (const auto i : c10::irange(tensors.size())) {
-    TORCH_CHECK_TYPE(tensors[i]->scalar_type() == x.scalar_type(), op, ": input and ", name(i),
-                     " must have the same dtype, got ", dtype_name(x.scalar_type()), " and ",
-                     dtype_name(tensors[i]->scalar_type()));
-  }
-  for (const auto i : c10::irange(tensors.size())) {
-    TORCH_CHECK_VALUE(tensors[i]->device() == x.device(), op, ": input and ", name(i),
-                      " must be on the same device, got ", x.device(), " and ", tensors[i]->device());
-  }
+  check_dtypes_and_devices(op, 1 + per_layer * weights.size(), tensor, name);
 }
 
 // The Python backend's checks of sgd_step (bp_torch/_checks.py), in the same order with the same words: each
@@ -128,10 +128,7 @@ void check_sigmoid_mlp(const char* op, const at::Tensor& x, at::TensorList weigh
 void check_sigmoid_mlp_sgd_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                 at::TensorList biases) {
   constexpr const char* op = "sgd_step";
-  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must have at least one entry (one per layer), got none");
-  TORCH_CHECK_VALUE(biases.empty() || biases.size() == weights.size(), op,
-                    ": biases must be empty (no bias) or have one entry per layer (", weights.size(), "), got ",
-                    biases.size());
+  check_layer_count(op, weights, biases);
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be 2-D (batch, ", weights[0].size(1), "), got shape ", x.sizes());
   for (const auto l : c10::irange(weights.size())) {
     const auto& weight = weights[l];

@@ -18,8 +18,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sigmoid_linear_backward_cpu(
     const at::Tensor& grad_a, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& a,
     std::array<bool, 3> output_mask) {
   check_sigmoid_linear(x, weight, std::nullopt);
-  auto out_shape = x.sizes().vec();
-  out_shape.back() = weight.size(0);
+  const auto out_shape = with_last_dim(x, weight.size(0));
   TORCH_CHECK_VALUE(a.sizes() == at::IntArrayRef(out_shape) && grad_a.sizes() == a.sizes(),
                     "sigmoid_linear_backward: grad_a and a must have shape ", at::IntArrayRef(out_shape),
                     ", got ", grad_a.sizes(), " and ", a.sizes());

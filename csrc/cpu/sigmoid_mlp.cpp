@@ -559,13 +559,6 @@ Net<T> make_net(int64_t n, const at::Tensor& x, at::TensorList weights, at::Tens
   return net;
 }
 
-// Shape (*, features): x's leading dimensions with a new last one.
-std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t features) {
-  auto shape = x.sizes().vec();
-  shape.back() = features;
-  return shape;
-}
-
 std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
   std::vector<at::Tensor> out;
   out.reserve(tensors.size());
