@@ -64,6 +64,21 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
   return op.call(grad_output, x, weights, activations, input_grad, bias_grad);
 }
 
+// One layer's backward in differentiable ATen ops, for create_graph: delta = dC/da a (1 - a) (1.2, 2.2), then
+// (dC/da_prev = delta W (2.3.2), dC/dW = delta^T a_prev (1.1), dC/db = sum of delta), each only where mask asks.
+std::array<at::Tensor, 3> differentiable_layer_backward(const at::Tensor& grad_a, const at::Tensor& a,
+                                                        const at::Tensor& a_prev, const at::Tensor& weight,
+                                                        std::array<bool, 3> mask) {
+  const int64_t rows = leading_numel(a_prev), out = weight.size(0), in = weight.size(1);
+  const auto delta = grad_a * a * (1 - a);
+  const auto delta_rows = delta.reshape({rows, out});
+  return {
+      mask[0] ? at::matmul(delta, weight) : at::Tensor(),
+      mask[1] ? delta_rows.t().mm(a_prev.reshape({rows, in})) : at::Tensor(),
+      mask[2] ? delta_rows.sum(0) : at::Tensor(),
+  };
+}
+
 class SigmoidLinearFunction : public torch::autograd::Function<SigmoidLinearFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
@@ -87,14 +102,8 @@ class SigmoidLinearFunction : public torch::autograd::Function<SigmoidLinearFunc
       auto [grad_x, grad_weight, grad_bias] = sigmoid_linear_backward_op(grad_a, x, weight, a, mask);
       return {grad_x, grad_weight, grad_bias};
     }
-    const int64_t rows = leading_numel(x), out = weight.size(0), in = weight.size(1);
-    const auto delta = grad_a * a * (1 - a);                       // (1.2, 2.2)
-    const auto delta_rows = delta.reshape({rows, out});
-    return {
-        mask[0] ? at::matmul(delta, weight) : at::Tensor(),        // (2.3.2)
-        mask[1] ? delta_rows.t().mm(x.reshape({rows, in})) : at::Tensor(),  // (1.1, 2.1)
-        mask[2] ? delta_rows.sum(0) : at::Tensor(),
-    };
+    auto [grad_x, grad_weight, grad_bias] = differentiable_layer_backward(grad_a, a, x, weight, mask);
+    return {grad_x, grad_weight, grad_bias};
   }
 };
 
@@ -183,18 +192,16 @@ class SigmoidMLPFunction : public torch::autograd::Function<SigmoidMLPFunction> 
     // reaches each a^l directly to the one back-propagated from above.
     at::Tensor grad_a = grad_outputs[L - 1];
     for (int64_t l = L - 1; l >= 0; --l) {
-      const auto& a = acts[l];
       const auto& a_prev = l > 0 ? acts[l - 1] : x;
       at::Tensor grad_a_prev;
       if (grad_a.defined()) {
-        const int64_t rows = leading_numel(a_prev), in = weights[l].size(1), out = weights[l].size(0);
-        const auto delta = grad_a * a * (1 - a);                     // delta^l = dC/da^l sigma'(z^l)  (1.2, 2.2)
-        const auto delta_rows = delta.reshape({rows, out});
-        if (ctx->needs_input_grad(1 + l)) {
-          grads[1 + l] = delta_rows.t().mm(a_prev.reshape({rows, in}));   // delta^l (a^(l-1))^T  (1.1, as in A)
-        }
-        if (has_bias && ctx->needs_input_grad(1 + L + l)) grads[1 + L + l] = delta_rows.sum(0);
-        if (l > 0 || input_grad) grad_a_prev = at::matmul(delta, weights[l]);   // (W^l)^T delta^l  (2.3.2)
+        // delta^l = dC/da^l sigma'(z^l); dC/dW^l = delta^l (a^(l-1))^T (as in A); (W^l)^T delta^l (as in B).
+        const bool bias_wanted = has_bias && ctx->needs_input_grad(1 + L + l);
+        auto [back, grad_weight, grad_bias] = differentiable_layer_backward(
+            grad_a, acts[l], a_prev, weights[l], {l > 0 || input_grad, ctx->needs_input_grad(1 + l), bias_wanted});
+        grads[1 + l] = grad_weight;
+        if (bias_wanted) grads[1 + L + l] = grad_bias;
+        grad_a_prev = back;
       }
       if (l > 0 && grad_outputs[l - 1].defined()) {
         grad_a_prev = grad_a_prev.defined() ? grad_a_prev + grad_outputs[l - 1] : grad_outputs[l - 1];
