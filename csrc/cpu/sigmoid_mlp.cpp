@@ -652,11 +652,13 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
   // updated in a contiguous copy, written back below.
   const auto weights_c = contiguous_all(weights);
   const auto biases_c = contiguous_all(biases);
-  double cost = 0;
+  // The 0-d result straight from the CPU allocator: at::scalar_tensor would be two more dispatcher calls.
+  at::Tensor result = at::detail::empty_cpu({}, x.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_sgd_step_cpu", [&] {
     const auto net = make_net<scalar_t>(x.size(0), x_c, weights_c, biases_c);
-    cost = sgd_step_impl<scalar_t, kLanes<scalar_t>>(net, x_c.data_ptr<scalar_t>(), y_c.data_ptr<scalar_t>(),
-                                  static_cast<scalar_t>(lr));
+    const double cost = sgd_step_impl<scalar_t, kLanes<scalar_t>>(
+        net, x_c.data_ptr<scalar_t>(), y_c.data_ptr<scalar_t>(), static_cast<scalar_t>(lr));
+    *result.data_ptr<scalar_t>() = static_cast<scalar_t>(cost);
   });
   for (const auto l : c10::irange(weights.size())) {
     if (!weights_c[l].is_same(weights[l])) weights[l].copy_(weights_c[l]);
@@ -667,11 +669,6 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
     if (!biases_c[l].is_same(biases[l])) biases[l].copy_(biases_c[l]);
     torch::autograd::impl::bump_version(biases[l]);
   }
-  // The 0-d result straight from the CPU allocator: at::scalar_tensor would be two more dispatcher calls.
-  at::Tensor result = at::detail::empty_cpu({}, x.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_sgd_step_cpu", [&] {
-    *result.data_ptr<scalar_t>() = static_cast<scalar_t>(cost);
-  });
   return result;
 }
 
