@@ -55,8 +55,10 @@ def use_cpp(input):
     are device-generic torch code. C++ autograd Functions do not support torch.func transforms, so calls made under
     ``vmap``/``grad`` take the Python Functions too. torch.compile traces the C++ ops through their fake kernels.
     """
-    return (_active == "cpp" and input.is_cpu              # is_cpu: a quarter of the cost of device.type
-            and (torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()))
+    # is_cpu: a quarter of the cost of device.type. The transforms flag is one C call, is_compiling() three Python
+    # calls, so it is asked only under a transform (this runs on every call of an op).
+    return (_active == "cpp" and input.is_cpu
+            and (not torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling()))
 
 
 if os.environ.get("BP_TORCH_BACKEND"):

@@ -54,7 +54,7 @@ def quadratic_cost(input, target, reduction="mean"):
     # A reduction that is not a str (None, say) would fail the op's schema with a RuntimeError: let the Python
     # checks raise their ValueError instead, as on the Python backend.
     if _backend.use_cpp(input) and isinstance(reduction, str):
-        return _backend.ops.quadratic_cost.default(input, target, reduction)
+        return _quadratic_cost_op(input, target, reduction)
     device_type = _autocast_device_type(input)
     if device_type is not None:
         with torch.autocast(device_type, enabled=False):
@@ -130,6 +130,7 @@ def _sgd_step(x, y, weights, biases, lr):
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
 
 
-# The fused ops' overloads, looked up once: they run once per mini-batch, where attribute lookups per call show.
+# The overloads of the ops that run once per mini-batch, looked up once: there, attribute lookups per call show.
 _sigmoid_mlp_op = _backend.ops.sigmoid_mlp.default if _backend._C is not None else None
+_quadratic_cost_op = _backend.ops.quadratic_cost.default if _backend._C is not None else None
 _sgd_step_op = _backend.ops.sigmoid_mlp_sgd_step.default if _backend._C is not None else None

@@ -140,10 +140,12 @@ class SigmoidMLP(nn.Sequential):
         ``nn.Module.__getattr__`` would look them up too: ``layer.weight`` costs about 4x as much, and ``sgd_step``
         runs once per mini-batch. A parametrized layer (``nn.utils.parametrize``) computes its weight instead.
         """
+        weights, biases = [], []
         try:
-            params = [layer._parameters for layer in self._modules.values()]
-            weights = [p["weight"] for p in params]
-            biases = [p["bias"] for p in params]
+            for layer in self._modules.values():       # one loop: each comprehension would be a call of its own
+                params = layer._parameters
+                weights.append(params["weight"])
+                biases.append(params["bias"])
         except KeyError:
             weights = [layer.weight for layer in self]
             biases = [layer.bias for layer in self]
