@@ -164,8 +164,7 @@ class SigmoidMLPFunction : public torch::autograd::Function<SigmoidMLPFunction> 
     const int64_t L = ctx->saved_data["n_layers"].toInt();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const auto& x = saved[0];
-    const std::vector<at::Tensor> weights(saved.begin() + 1, saved.begin() + 1 + L);
-    const std::vector<at::Tensor> acts(saved.begin() + 1 + L, saved.end());
+    const auto weights = at::TensorList(saved).slice(1, L), acts = at::TensorList(saved).slice(1 + L);
     // Inputs, as autograd counts them: x, W^1 .. W^L, then b^1 .. b^L if there are biases.
     const bool input_grad = ctx->needs_input_grad(0);
     bool bias_grad = false;
