@@ -12,6 +12,10 @@ Variants, timed interleaved in one process (benchmarks/common.py's compare, medi
    fused op and one autograd node for the network);
 3. ``sgd_step``: ``SigmoidMLP.sgd_step``, the whole step as one op.
 
+For the Nielsen-sized cases it also times (2)'s loop on the cheapest graph that reaches the same parameters
+(``floor``): what ``zero_grad``, ``backward`` and ``SGD.step`` cost on their own, about the speed of a network that
+computed nothing. (Its graph copies the parameters once, which shows for [784, 100, 10].)
+
 For the large case it also times the matrix products the step contains, as torch.mm calls with preallocated
 outputs (``gemms``), and reports the step's FLOP rate as a fraction of that rate: the machine's float32 matmul
 throughput on the same shapes, measured in the same run. Prints markdown tables.
@@ -51,6 +55,18 @@ def mlp_autograd_step(sizes, x, y):
     def run():
         opt.zero_grad()
         cost_fn(net(x), y).backward()
+        opt.step()
+    return run
+
+
+def autograd_loop_floor(sizes, x, y):
+    net = bp_torch.SigmoidMLP(sizes)
+    params = list(net.parameters())
+    opt = torch.optim.SGD(params, lr=LR)
+
+    def run():
+        opt.zero_grad()
+        torch.cat([p.view(-1) for p in params]).sum().backward()   # six nodes, an AccumulateGrad per parameter
         opt.step()
     return run
 
@@ -95,8 +111,9 @@ def main():
     bp_torch.set_backend("cpp")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, C++ backend")
     print()
-    print("| sizes, batch | (1) torch | (2) SigmoidMLP + autograd | (3) sgd_step | (3) vs matmul peak |")
-    print("|---|---|---|---|---|")
+    print("| sizes, batch | (1) torch | (2) SigmoidMLP + autograd | floor of (2)'s loop | (3) sgd_step "
+          "| (3) vs matmul peak |")
+    print("|---|---|---|---|---|---|")
     for sizes, n in CASES:
         torch.manual_seed(0)
         x, y = torch.rand(n, sizes[0]), torch.rand(n, sizes[-1])
@@ -105,9 +122,12 @@ def main():
         large = n * sizes[0] * sizes[1] > 1e7
         if large:
             variants["gemms"], flops = step_gemms(sizes, n)
+        else:
+            variants["floor"] = autograd_loop_floor(sizes, x, y)
         r = compare(variants, "torch", rounds=args.rounds if not large else max(5, args.rounds // 3))
-        cells = [f"{r['torch'][0] * 1e6:.1f} us"]
-        cells += [f"{r[k][0] * 1e6:.1f} us (**{1 / r[k][1]:.2f}x** faster)" for k in ("SigmoidMLP", "sgd_step")]
+        faster = lambda k: f"{r[k][0] * 1e6:.1f} us (**{1 / r[k][1]:.2f}x** faster)"  # noqa: E731
+        cells = [f"{r['torch'][0] * 1e6:.1f} us", faster("SigmoidMLP"), faster("floor") if "floor" in r else "",
+                 faster("sgd_step")]
         if large:
             peak = flops / r["gemms"][0]
             fraction = r["gemms"][1] / r["sgd_step"][1]       # median ratios, both against the same baseline
