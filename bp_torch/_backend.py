@@ -55,7 +55,7 @@ def use_cpp(input):
     are device-generic torch code. C++ autograd Functions do not support torch.func transforms, so calls made under
     ``vmap``/``grad`` take the Python Functions too. torch.compile traces the C++ ops through their fake kernels.
     """
-    # is_cpu: a quarter of the cost of device.type. The transforms flag is one C call, is_compiling() three Python
+    # is_cpu: a quarter of the cost of device.type. The transforms flag is one C call, is_compiling() two Python
     # calls, so it is asked only under a transform (this runs on every call of an op).
     return (_active == "cpp" and input.is_cpu
             and (not torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling()))

@@ -34,7 +34,7 @@ def sigmoid_linear(input, weight, bias=None):
     ``None``; returns ``(*, out_features)``. float32 or float64.
     """
     if _backend.use_cpp(input):
-        return _backend.ops.sigmoid_linear.default(input, weight, bias)
+        return _sigmoid_linear_op(input, weight, bias)
     device_type = _autocast_device_type(input)
     if device_type is not None:  # autocast off inside, or F.linear would drop back to bfloat16/float16
         with torch.autocast(device_type, enabled=False):
@@ -130,7 +130,9 @@ def _sgd_step(x, y, weights, biases, lr):
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
 
 
-# The overloads of the ops that run once per mini-batch, looked up once: there, attribute lookups per call show.
+# The ops' overloads, looked up once: the ops run once per layer or network per mini-batch, where attribute lookups
+# per call show.
+_sigmoid_linear_op = _backend.ops.sigmoid_linear.default if _backend._C is not None else None
 _sigmoid_mlp_op = _backend.ops.sigmoid_mlp.default if _backend._C is not None else None
 _quadratic_cost_op = _backend.ops.quadratic_cost.default if _backend._C is not None else None
 _sgd_step_op = _backend.ops.sigmoid_mlp_sgd_step.default if _backend._C is not None else None
