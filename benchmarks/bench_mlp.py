@@ -3,6 +3,7 @@
     bash scripts/env.sh python benchmarks/bench_mlp.py                # torch's default threads
     bash scripts/env.sh python benchmarks/bench_mlp.py --threads 1
     bash scripts/env.sh python benchmarks/bench_mlp.py --crossover    # the loops-vs-BLAS crossover of the kernels
+    bash scripts/env.sh python benchmarks/bench_mlp.py --overheads    # where (2)'s time goes, [784, 30, 10]
 
 Variants, timed interleaved in one process (benchmarks/common.py's compare, median ratios), float32:
 
@@ -11,10 +12,6 @@ Variants, timed interleaved in one process (benchmarks/common.py's compare, medi
 2. ``SigmoidMLP``: the same autograd loop on ``bp_torch.SigmoidMLP`` with ``QuadraticCost`` (C++ backend: one
    fused op and one autograd node for the network);
 3. ``sgd_step``: ``SigmoidMLP.sgd_step``, the whole step as one op.
-
-For the Nielsen-sized cases it also times (2)'s loop on the cheapest graph that reaches the same parameters
-(``floor``): what ``zero_grad``, ``backward`` and ``SGD.step`` cost on their own, about the speed of a network that
-computed nothing. (Its graph copies the parameters once, which shows for [784, 100, 10].)
 
 For the large case it also times the matrix products the step contains, as torch.mm calls with preallocated
 outputs (``gemms``), and reports the step's FLOP rate as a fraction of that rate: the machine's float32 matmul
@@ -47,19 +44,22 @@ def torch_step(sizes, x, y):
     return run
 
 
-def mlp_autograd_step(sizes, x, y):
+def mlp_autograd_step(sizes, x, y, module_calls=True):
+    """module_calls=False calls the modules' forward methods, skipping ``nn.Module.__call__`` (for --overheads)."""
     net = bp_torch.SigmoidMLP(sizes)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     cost_fn = bp_torch.QuadraticCost()
+    network, cost = (net, cost_fn) if module_calls else (net.forward, cost_fn.forward)
 
     def run():
         opt.zero_grad()
-        cost_fn(net(x), y).backward()
+        cost(network(x), y).backward()
         opt.step()
     return run
 
 
-def autograd_loop_floor(sizes, x, y):
+def trivial_graph_step(sizes, x, y):
+    """The same loop on a graph that computes nothing but reaches the same parameters (for --overheads)."""
     net = bp_torch.SigmoidMLP(sizes)
     params = list(net.parameters())
     opt = torch.optim.SGD(params, lr=LR)
@@ -95,11 +95,30 @@ def step_gemms(sizes, n):
     return run, flops
 
 
+def overheads(rounds):
+    """(2) for [784, 30, 10] at batch 10 beside what its parts cost: the same loop without the two
+    ``nn.Module.__call__`` s; on an empty batch (the whole path, with no arithmetic but zero-filling the
+    gradients); and on a trivial graph over the same parameters (zero_grad, backward and SGD.step alone)."""
+    sizes, n = CASES[0]
+    torch.manual_seed(0)
+    x, y = torch.rand(n, sizes[0]), torch.rand(n, sizes[-1])
+    variants = {"(1) torch": torch_step(sizes, x, y), "(2) SigmoidMLP": mlp_autograd_step(sizes, x, y),
+                "(2) without nn.Module.__call__": mlp_autograd_step(sizes, x, y, module_calls=False),
+                "(2) on an empty batch": mlp_autograd_step(sizes, x[:0], y[:0]),
+                "the same loop on a trivial graph": trivial_graph_step(sizes, x, y)}
+    r = compare(variants, "(1) torch", rounds=rounds)
+    print(f"| {sizes}, batch {n} | time | vs (1) |")
+    print("|---|---|---|")
+    for name, (seconds, ratio) in r.items():
+        print(f"| {name} | {seconds * 1e6:.1f} us | **{1 / ratio:.2f}x** faster |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--crossover", action="store_true", help="time the kernels' loops against BLAS instead")
+    parser.add_argument("--overheads", action="store_true", help="time (2)'s parts instead, for [784, 30, 10]")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,9 +130,10 @@ def main():
     bp_torch.set_backend("cpp")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, C++ backend")
     print()
-    print("| sizes, batch | (1) torch | (2) SigmoidMLP + autograd | floor of (2)'s loop | (3) sgd_step "
-          "| (3) vs matmul peak |")
-    print("|---|---|---|---|---|---|")
+    if args.overheads:
+        return overheads(args.rounds)
+    print("| sizes, batch | (1) torch | (2) SigmoidMLP + autograd | (3) sgd_step | (3) vs matmul peak |")
+    print("|---|---|---|---|---|")
     for sizes, n in CASES:
         torch.manual_seed(0)
         x, y = torch.rand(n, sizes[0]), torch.rand(n, sizes[-1])
@@ -122,12 +142,9 @@ def main():
         large = n * sizes[0] * sizes[1] > 1e7
         if large:
             variants["gemms"], flops = step_gemms(sizes, n)
-        else:
-            variants["floor"] = autograd_loop_floor(sizes, x, y)
         r = compare(variants, "torch", rounds=args.rounds if not large else max(5, args.rounds // 3))
         faster = lambda k: f"{r[k][0] * 1e6:.1f} us (**{1 / r[k][1]:.2f}x** faster)"  # noqa: E731
-        cells = [f"{r['torch'][0] * 1e6:.1f} us", faster("SigmoidMLP"), faster("floor") if "floor" in r else "",
-                 faster("sgd_step")]
+        cells = [f"{r['torch'][0] * 1e6:.1f} us", faster("SigmoidMLP"), faster("sgd_step")]
         if large:
             peak = flops / r["gemms"][0]
             fraction = r["gemms"][1] / r["sgd_step"][1]       # median ratios, both against the same baseline
