@@ -52,7 +52,7 @@ def use_cpp(input):
     """Whether a call on ``input`` should take the C++ ops.
 
     The compiled kernels are CPU kernels: tensors on other devices (CUDA, meta) take the Python Functions, which
-    are device-generic torch code. C++ autograd Functions do not support torch.func transforms, so calls made under
+    are device-generic torch code. torch.func transforms cannot look into the C++ autograd nodes, so calls made under
     ``vmap``/``grad`` take the Python Functions too. torch.compile traces the C++ ops through their fake kernels.
     """
     # is_cpu: a quarter of the cost of device.type. The transforms flag is one C call, is_compiling() two Python

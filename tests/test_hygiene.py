@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import bp_torch
@@ -56,6 +57,21 @@ def test_inplace_change_of_an_unsaved_tensor_is_fine():
         b.add_(1)                                              # the bias is not needed by the backward (dz/db = 1)
     out.sum().backward()
     assert b.grad is not None
+
+
+# --- forward-mode AD ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", ["sigmoid_linear", "quadratic_cost", "sigmoid_mlp"])
+def test_forward_mode_ad_is_refused_not_dropped(op):
+    """No backend has a forward-mode (jvp) formula: a dual input raises, rather than losing its tangent."""
+    x, weight, b = layer_inputs((False, False, False))
+    calls = {"sigmoid_linear": lambda t: functional.sigmoid_linear(t, weight, b),
+             "quadratic_cost": lambda t: functional.quadratic_cost(t, torch.zeros_like(x)),
+             "sigmoid_mlp": lambda t: functional.sigmoid_mlp(t, [weight], [b])}
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(NotImplementedError, match="forward[- ]mode AD"):
+            calls[op](dual)
 
 
 # --- the graph is freed after backward ------------------------------------------------------------------------------
