@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 #include <array>
 #include <optional>
 #include <c10/util/string_view.h>
@@ -25,10 +26,16 @@ inline int64_t leading_numel(const at::Tensor& t) {
 }
 
 // Shape (*, features): x's leading dimensions with a new last one.
-inline std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t features) {
-  auto shape = x.sizes().vec();
+inline at::DimVector with_last_dim(const at::Tensor& x, int64_t features) {
+  at::DimVector shape(x.sizes());
   shape.back() = features;
   return shape;
+}
+
+// A new tensor from the CPU allocator, for the CPU kernels' outputs: at::empty would go through the dispatcher
+// first, which at mini-batch sizes costs a sizeable part of a kernel.
+inline at::Tensor empty_cpu(at::IntArrayRef shape, const at::Tensor& like) {
+  return at::detail::empty_cpu(shape, like.scalar_type());
 }
 
 enum class Reduction { None, Mean, Sum };

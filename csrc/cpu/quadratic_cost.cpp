@@ -17,8 +17,7 @@ at::Tensor quadratic_cost_cpu(const at::Tensor& a, const at::Tensor& y, c10::str
   const auto y_c = y.contiguous();
   // 'none' keeps one cost per sample; 'mean' and 'sum' are reduced in the same loop, into a 0-d tensor (calling
   // at::mean on the per-sample costs would cost more dispatches than this whole kernel at mini-batch sizes).
-  auto cost = r == Reduction::None ? at::empty(a.sizes().slice(0, a.dim() - 1), a.options())
-                                   : at::empty({}, a.options());
+  auto cost = empty_cpu(r == Reduction::None ? a.sizes().slice(0, a.dim() - 1) : at::IntArrayRef{}, a);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "quadratic_cost_cpu", [&] {
     using Vec = at::vec::Vectorized<scalar_t>;
     const scalar_t* a_p = a_c.data_ptr<scalar_t>();
@@ -56,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_cpu(
   const auto a_c = a.contiguous();
   const auto y_c = y.contiguous();
   const auto grad_cost_c = grad_cost.contiguous();
-  auto grad_a = at::empty(a.sizes(), a.options());
+  auto grad_a = empty_cpu(a.sizes(), a);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "quadratic_cost_backward_cpu", [&] {
     using Vec = at::vec::Vectorized<scalar_t>;
     const scalar_t* a_p = a_c.data_ptr<scalar_t>();

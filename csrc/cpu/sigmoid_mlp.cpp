@@ -17,7 +17,6 @@
 // The loops are written once, on GCC vector types of a template width N, and compiled for the vector width of the
 // instruction set setup.py builds for (kLanes below).
 #include <ATen/Dispatch.h>
-#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
@@ -576,7 +575,7 @@ std::vector<at::Tensor> sigmoid_mlp_forward_unchecked(const at::Tensor& x, at::T
   const auto biases_c = contiguous_all(biases);
   std::vector<at::Tensor> activations;
   activations.reserve(weights.size());
-  for (const auto& w : weights) activations.push_back(at::empty(with_last_dim(x, w.size(0)), x.options()));
+  for (const auto& w : weights) activations.push_back(empty_cpu(with_last_dim(x, w.size(0)), x));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_cpu", [&] {
     const auto net = make_net<scalar_t>(n, x_c, weights_c, biases_c);
     c10::SmallVector<scalar_t*, 8> acts;
@@ -601,11 +600,11 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
   const auto x_c = x.contiguous();
   const auto weights_c = contiguous_all(weights);
   const auto acts_c = contiguous_all(activations);
-  at::Tensor grad_x = input_grad ? at::empty(x.sizes(), x.options()) : at::Tensor();
+  at::Tensor grad_x = input_grad ? empty_cpu(x.sizes(), x) : at::Tensor();
   std::vector<at::Tensor> grad_weights, grad_biases;
   for (const auto& w : weights) {
-    if (weight_grad) grad_weights.push_back(at::empty(w.sizes(), w.options()));
-    if (bias_grad) grad_biases.push_back(at::empty({w.size(0)}, w.options()));
+    if (weight_grad) grad_weights.push_back(empty_cpu(w.sizes(), w));
+    if (bias_grad) grad_biases.push_back(empty_cpu({w.size(0)}, w));
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_backward_cpu", [&] {
     const auto net = make_net<scalar_t>(n, x_c, weights_c, {});
@@ -652,8 +651,7 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
   // updated in a contiguous copy, written back below.
   const auto weights_c = contiguous_all(weights);
   const auto biases_c = contiguous_all(biases);
-  // The 0-d result straight from the CPU allocator: at::scalar_tensor would be two more dispatcher calls.
-  at::Tensor result = at::detail::empty_cpu({}, x.scalar_type());
+  at::Tensor result = empty_cpu({}, x);      // at::scalar_tensor would be two more dispatcher calls
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_mlp_sgd_step_cpu", [&] {
     const auto net = make_net<scalar_t>(x.size(0), x_c, weights_c, biases_c);
     const double cost = sgd_step_impl<scalar_t, kLanes<scalar_t>>(
