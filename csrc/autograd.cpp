@@ -108,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_layer_backward(
 // What the three nodes share. Each is a torch::autograd::Node, as PyTorch's own ops build theirs
 // (torch/csrc/autograd/generated/Functions.h), rather than a torch::autograd::Function: the CppNode behind a
 // Function records a VariableInfo for every input and output, keeps its scalars in a hash map of IValues and
-// locks a mutex in backward, which cost [784, 30, 10]'s training step about 7 us of its ~190 (BENCHMARKS.md).
+// locks a mutex in backward: about 10 us of [784, 30, 10]'s ~165 us autograd-loop step (BENCHMARKS.md, issue 4).
 // A node keeps its saved tensors in one list; freeing them after backward and compiled autograd's two hooks are
 // written once, here.
 class SavedTensorsNode : public Node {
