@@ -90,6 +90,14 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
   return op.call(grad_output, x, weights, activations, input_grad, bias_grad);
 }
 
+at::Tensor sigmoid_mlp_sgd_step_op(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                   at::TensorList biases, double lr) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::sigmoid_mlp_sgd_step", "")
+                       .typed<decltype(sigmoid_mlp_sgd_step_cpu)>();
+  return op.call(x, y, weights, biases, lr);
+}
+
 // One layer's backward in differentiable ATen ops, for create_graph: delta = dC/da a (1 - a) (1.2, 2.2), then
 // (dC/da_prev = delta W (2.3.2), dC/dW = delta^T a_prev (1.1), dC/db = sum of delta), each only where mask asks.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_layer_backward(
@@ -178,8 +186,7 @@ class SigmoidLinearBackward : public SavedTensorsNode {
  public:
   std::string name() const override { return "SigmoidLinearBackward"; }
 
-  static void attach(const at::Tensor& x, const at::Tensor& weight,
-                                                        at::TensorList bias, const at::Tensor& a) {
+  static void attach(const at::Tensor& x, const at::Tensor& weight, at::TensorList bias, const at::Tensor& a) {
     auto node = c10::make_intrusive<SigmoidLinearBackward>();
     node->set_next_edges(collect_next_edges(x, weight, bias));
     set_history(a, node);
@@ -213,8 +220,7 @@ class QuadraticCostBackward : public SavedTensorsNode {
  public:
   std::string name() const override { return "QuadraticCostBackward"; }
 
-  static void attach(const at::Tensor& a, const at::Tensor& y, Reduction reduction,
-                                                        const at::Tensor& cost) {
+  static void attach(const at::Tensor& a, const at::Tensor& y, Reduction reduction, const at::Tensor& cost) {
     auto node = c10::make_intrusive<QuadraticCostBackward>();
     node->set_next_edges(collect_next_edges(a, y));
     set_history(cost, node);
@@ -253,8 +259,8 @@ class SigmoidMLPBackward : public SavedTensorsNode {
  public:
   std::string name() const override { return "SigmoidMLPBackward"; }
 
-  static void attach(const at::Tensor& x, at::TensorList weights,
-                                                     at::TensorList biases, const variable_list& activations) {
+  static void attach(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                     const variable_list& activations) {
     auto node = c10::make_intrusive<SigmoidMLPBackward>();
     node->set_next_edges(collect_next_edges(x, weights, biases));
     set_history(activations, node);
@@ -319,11 +325,10 @@ class SigmoidMLPBackward : public SavedTensorsNode {
 
 at::Tensor sigmoid_linear_autograd(const at::Tensor& x, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias) {
-  check_autograd_support("sigmoid_linear", {x, weight, optional_list(bias)});
+  const auto bias_list = optional_list(bias);
+  check_autograd_support("sigmoid_linear", {x, weight, bias_list});
   const auto a = below_autograd(sigmoid_linear_op, x, weight, bias);
-  if (compute_requires_grad(x, weight, optional_list(bias))) {
-    SigmoidLinearBackward::attach(x, weight, optional_list(bias), a);
-  }
+  if (compute_requires_grad(x, weight, bias_list)) SigmoidLinearBackward::attach(x, weight, bias_list, a);
   return a;
 }
 
@@ -345,11 +350,7 @@ variable_list sigmoid_mlp_autograd(const at::Tensor& x, at::TensorList weights, 
 // updates run under no_grad, and its cost never requires grad. (The CPU kernel bumps the parameters' versions.)
 at::Tensor sigmoid_mlp_sgd_step_autograd(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                          at::TensorList biases, double lr) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("bp_torch::sigmoid_mlp_sgd_step", "")
-                       .typed<decltype(sigmoid_mlp_sgd_step_cpu)>();
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(x, y, weights, biases, lr);
+  return below_autograd(sigmoid_mlp_sgd_step_op, x, y, weights, biases, lr);
 }
 
 }  // namespace
