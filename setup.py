@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 
 def cpu_flags():
@@ -64,13 +64,5 @@ def extension_build():
 
 ext_modules, cmdclass = extension_build()
 
-setup(
-    name="bp_torch",
-    version="0.1.0",
-    description="Back-propagation made explicit: sigmoid layers whose backward is the textbook's equations",
-    packages=find_packages(include=["bp_torch", "bp_torch.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch"],
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-)
+# The package's metadata is in pyproject.toml; setup.py adds only the extension.
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -14,13 +14,24 @@ cache=${BP_TORCH_CACHE:-$HOME/.cache/bp_torch}
 req_hash=$(sha256sum requirements.txt | cut -c1-16)
 venv="$cache/venv-$req_hash"
 
+# A failure is one line: what failed, the line of the log that says why, and where the whole log is (not pip's
+# wall of output). The compiler's first error is the cause; of pip's and Python's errors the last one is.
+error_line() {
+    grep -m1 -oE '[^ ]+\.(cpp|h):[0-9]+:[0-9]+: (fatal )?error: .*' "$1" ||
+        grep -oE '(ERROR|[A-Za-z]*Error): .*|bp_torch: could not build.*' "$1" | tail -n 1 | grep . ||
+        echo "no error line in the log"
+}
+fail() { echo "[env] FAILED: $1; full log: $2" >&2; exit 1; }
+
+start=$(date +%s)
 if [ ! -f "$venv/.complete" ]; then
     echo "[env] creating $venv (once per requirements.txt)" >&2
     rm -rf "$venv"
     mkdir -p "$cache"
     "$PYTHON" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q -r requirements.txt 2>&1 | grep -v '^WARNING: Location' >&2 || true
-    "$venv/bin/python" -c "import torch, torchvision" || { echo "[env] the install failed" >&2; exit 1; }
+    log="$venv/install.log"
+    { "$venv/bin/python" -m pip install -r requirements.txt && "$venv/bin/python" -c "import torch, torchvision"; } \
+        >"$log" 2>&1 || fail "installing requirements.txt failed ($(error_line "$log"))" "$log"
     touch "$venv/.complete"
 fi
 
@@ -36,7 +47,7 @@ fi
 # setup.py or csrc/ change. The build's key is kept in this checkout (build/), and this checkout goes first on
 # PYTHONPATH: the venv is shared by every clone, and its editable install points at whichever built last, so
 # without this two clones used at the same time would import each other's code.
-build_key=$( (echo "NO_EXT=${BP_TORCH_NO_EXT:-}"; cat setup.py;
+build_key=$( (echo "NO_EXT=${BP_TORCH_NO_EXT:-} venv=$venv"; cat setup.py pyproject.toml;
               find csrc -type f -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
 stamp=build/.bp_torch-build-key
 have_ext=$(ls bp_torch/_C*.so 2>/dev/null || true)
@@ -44,16 +55,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$build_key" ] || \
    { [ -z "$have_ext" ] && [ "${BP_TORCH_NO_EXT:-}" != 1 ]; }; then
     echo "[env] building bp_torch (pip install --no-build-isolation -e .)" >&2
     rm -f bp_torch/_C*.so
-    "$venv/bin/python" -m pip install --no-build-isolation --no-deps -e . >"$venv/build.log" 2>&1 || true
+    log="$venv/build.log"
+    "$venv/bin/python" -m pip install --no-build-isolation --no-deps -e . >"$log" 2>&1 ||
+        fail "building bp_torch failed ($(error_line "$log"))" "$log"
     if [ "${BP_TORCH_NO_EXT:-}" != 1 ] && ! ls bp_torch/_C*.so >/dev/null 2>&1; then
-        grep -E 'error|bp_torch:' "$venv/build.log" | head -40 >&2
-        echo "[env] the C++ extension failed to build; full log: $venv/build.log" >&2
-        exit 1
+        fail "the C++ extension did not build ($(error_line "$log")); BP_TORCH_NO_EXT=1 skips it" "$log"
     fi
     mkdir -p build
     echo "$build_key" > "$stamp"
 fi
 flock -u 9
+elapsed=$(( $(date +%s) - start ))
+[ "$elapsed" -lt 10 ] || echo "[env] ready in $elapsed s" >&2
 
 export PATH="$venv/bin:$PATH"
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
