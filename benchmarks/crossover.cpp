@@ -7,13 +7,15 @@
 namespace bp_torch {
 // The real checks live in csrc/ops.cpp, which registers the ops: not wanted twice in one process.
 void check_sigmoid_mlp(const char*, const at::Tensor&, at::TensorList, at::TensorList) {}
-void check_sigmoid_mlp_sgd_step(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList) {}
+void check_sigmoid_mlp_sgd_step(const char*, const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList) {}
+void check_sigmoid_mlp_sgd_epoch(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList, int64_t,
+                                 const std::optional<at::Tensor>&) {}
 
 namespace {
 void small_loops(int kind, int64_t n, int64_t in, int64_t out, float* a, float* w, float* d, float* z) {
   constexpr int N = kLanes<float>;
   switch (kind) {
-    case 0: return small_z<float, N>(n, in, out, a, w, z);
+    case 0: return small_z<float, N>(n, in, out, a, w, z, nullptr);
     case 1: return small_grad_w<float, N>(n, in, out, -0.01f, d, a, true, w);
     default: return small_back<float, N>(n, in, out, d, w, a, z);
   }

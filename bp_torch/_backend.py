@@ -113,6 +113,11 @@ if _C is not None:
         _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
         return x.new_empty(())                     # the cost; the parameters change in place, shapes unchanged
 
+    @torch.library.register_fake("bp_torch::sigmoid_mlp_sgd_epoch")
+    def _sigmoid_mlp_sgd_epoch_fake(x, y, weights, biases, lr, batch_size, perm):
+        _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+        return x.new_empty(((x.shape[0] + batch_size - 1) // batch_size,))     # one cost per mini-batch
+
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
     # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast
     # to float32, and they compute and return float32, like the Python backend (see bp_torch.functional).

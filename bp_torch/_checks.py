@@ -127,9 +127,8 @@ def sigmoid_mlp(x, weights, biases, op="sigmoid_mlp"):
     _check_dtype(op, tensors)
 
 
-def sigmoid_mlp_sgd_step(x, y, weights, biases):
+def sigmoid_mlp_sgd_step(x, y, weights, biases, op="sgd_step"):
     """``biases``: empty (no bias) or one per layer, as the op takes them (see bp_torch.functional.sgd_step)."""
-    op = "sgd_step"
     _sigmoid_mlp_layer_count(op, weights, biases)
     if x.dim() != 2:
         raise ValueError(f"{op}: x must be 2-D (batch, {weights[0].shape[1]}), got shape {list(x.shape)}")
@@ -144,3 +143,43 @@ def sigmoid_mlp_sgd_step(x, y, weights, biases):
         raise ValueError(f"{op}: y must have shape {expected_y} to match x of shape {list(x.shape)}, "
                          f"got {list(y.shape)}")
     _check_dtype(op, [("x", x), ("y", y), ("weight", weights[0])])
+
+
+def sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm):
+    """sgd_step's checks of the network and data, then ``batch_size >= 1`` and ``perm``: ``None`` or one int64
+    index per sample, on x's device. Not its values (fake tensors have none): see :func:`permutation`."""
+    op = "sgd_epoch"
+    sigmoid_mlp_sgd_step(x, y, weights, biases, op)
+    if batch_size < 1:
+        raise ValueError(f"{op}: batch_size must be at least 1, got {batch_size}")
+    if perm is None:
+        return
+    if perm.dtype != torch.int64:
+        raise TypeError(f"{op}: perm must be a torch.int64 tensor, got {perm.dtype}")
+    n = x.shape[0]
+    if perm.dim() != 1 or perm.shape[0] != n:
+        raise ValueError(f"{op}: perm must have shape [{n}] (one index per sample of x), got {list(perm.shape)}")
+    if perm.device != x.device:
+        raise ValueError(f"{op}: x and perm must be on the same device, got {x.device} and {perm.device}")
+
+
+def permutation(op, perm):
+    """``perm`` must hold each of ``0 .. n-1`` once. Reports the first position that breaks this, with an index out
+    of range or a repeat of an earlier one, as the C++ check finds it in one pass."""
+    n = perm.shape[0]
+    if torch.compiler.is_compiling():
+        # In a compiled graph the message cannot depend on the values (that would be data-dependent control flow):
+        # the graph checks them with an assertion that runs with it.
+        is_permutation = (torch.sort(perm).values == torch.arange(n, device=perm.device)).all()
+        torch._assert_async(is_permutation, f"{op}: perm must be a permutation of range({n})")
+        return
+    in_range = (perm >= 0) & (perm < n)
+    # A stable sort keeps equal indices in their order of position: each after the first of its value repeats it.
+    values, positions = torch.sort(perm, stable=True)
+    repeat = torch.zeros(n, dtype=torch.bool, device=perm.device)
+    repeat[positions[1:][values[1:] == values[:-1]]] = True
+    bad = (~in_range | repeat).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"{op}: perm must be a permutation of range({n}), got perm[{i}] = {int(perm[i])}"
+                         f"{', a repeat' if in_range[i] else ''}")

@@ -208,3 +208,16 @@ def sigmoid_mlp_sgd_step(x, y, weights, biases, lr):
         if param is not None:
             param.sub_(lr * grad)                                          # W <- W - eta dC/dW
     return cost
+
+
+def sigmoid_mlp_sgd_epoch(x, y, weights, biases, lr, batch_size, perm):
+    """One epoch of Nielsen's SGD: :func:`sigmoid_mlp_sgd_step` on each mini-batch of ``batch_size`` samples in
+    ``perm``'s order (``None``: in order), the last one smaller when ``batch_size`` does not divide ``n``.
+    Returns each mini-batch's cost before its update, shape ``[ceil(n / batch_size)]``."""
+    # Rows gathered by index, in order too: a mini-batch is then a new tensor, as x[index] is in a loop of
+    # sgd_step, where a slice x[i:j] would be a view at an offset, which BLAS can round differently.
+    n = x.shape[0]
+    order = torch.arange(n, device=x.device) if perm is None else perm
+    costs = [sigmoid_mlp_sgd_step(x[index], y[index], weights, biases, lr)
+             for index in (order[start:start + batch_size] for start in range(0, n, batch_size))]
+    return torch.stack(costs) if costs else x.new_empty(0)

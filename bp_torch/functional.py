@@ -7,7 +7,7 @@ import torch
 
 from . import _backend, _checks
 from .autograd import (QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQuadraticCostFunction,
-                       sigmoid_mlp_sgd_step)
+                       sigmoid_mlp_sgd_epoch, sigmoid_mlp_sgd_step)
 
 
 def _autocast_device_type(input):
@@ -97,11 +97,11 @@ def sigmoid_mlp(input, weights, biases=()):
     return input
 
 
-def _bias_list(biases):
+def _bias_list(biases, op):
     """The ops take the biases as a list: empty for a network without biases, else one tensor per layer."""
     present = [b for b in biases if b is not None]
     if present and len(present) != len(biases):
-        raise ValueError(f"sgd_step: biases must be all tensors or all None, got {len(present)} tensors and "
+        raise ValueError(f"{op}: biases must be all tensors or all None, got {len(present)} tensors and "
                          f"{len(biases) - len(present)} None")
     return present
 
@@ -117,7 +117,7 @@ def sgd_step(x, y, weights, biases, lr):
     Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)``; ``biases``
     all ``None`` (or empty) for a network without biases.
     """
-    return _sgd_step(x, y, weights, _bias_list(biases), lr)
+    return _sgd_step(x, y, weights, _bias_list(biases, "sgd_step"), lr)
 
 
 def _sgd_step(x, y, weights, biases, lr):
@@ -130,9 +130,41 @@ def _sgd_step(x, y, weights, biases, lr):
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
 
 
+def sgd_epoch(x, y, weights, biases, lr, batch_size, perm=None):
+    r"""One epoch of Nielsen's SGD in one call: :func:`sgd_step` on every mini-batch of ``batch_size`` samples, in
+    ``perm``'s order, updating the tensors in place.
+
+    Mini-batch ``k`` is ``x[perm[k*batch_size : (k+1)*batch_size]]`` (and ``y``'s same rows); the last one is
+    smaller when ``batch_size`` does not divide ``n``. Each step is the one :func:`sgd_step` takes on that
+    mini-batch, with the same result. ``perm=None`` takes the samples in order; a shuffled epoch passes
+    ``torch.randperm(n)``. Returns the cost of each mini-batch before its update, as a 1-D tensor. On the C++
+    backend the whole epoch is one op (``bp_torch::sigmoid_mlp_sgd_epoch``), which reads each mini-batch's rows by
+    index: the data set is not copied.
+
+    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` (or all
+    ``None``), ``perm: (n,)`` int64, a permutation of ``range(n)``; returns ``(ceil(n / batch_size),)``.
+    """
+    return _sgd_epoch(x, y, weights, _bias_list(biases, "sgd_epoch"), lr, batch_size, perm)
+
+
+def _sgd_epoch(x, y, weights, biases, lr, batch_size, perm):
+    """sgd_epoch with ``biases`` already a list of tensors (empty or one per layer)."""
+    # The op's schema would turn a batch_size that is not an int into an unclear RuntimeError.
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"sgd_epoch: batch_size must be an int, got {type(batch_size).__name__}")
+    if _backend.use_cpp(x):
+        return _sgd_epoch_op(x, y, weights, biases, lr, batch_size, perm)
+    _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+    if perm is not None:
+        _checks.permutation("sgd_epoch", perm)
+    with torch.no_grad():
+        return sigmoid_mlp_sgd_epoch(x, y, weights, biases or [None] * len(weights), lr, batch_size, perm)
+
+
 # The ops' overloads, looked up once: the ops run once per layer or network per mini-batch, where attribute lookups
 # per call show.
 _sigmoid_linear_op = _backend.ops.sigmoid_linear.default if _backend._C is not None else None
 _sigmoid_mlp_op = _backend.ops.sigmoid_mlp.default if _backend._C is not None else None
 _quadratic_cost_op = _backend.ops.quadratic_cost.default if _backend._C is not None else None
 _sgd_step_op = _backend.ops.sigmoid_mlp_sgd_step.default if _backend._C is not None else None
+_sgd_epoch_op = _backend.ops.sigmoid_mlp_sgd_epoch.default if _backend._C is not None else None

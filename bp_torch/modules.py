@@ -168,3 +168,14 @@ class SigmoidMLP(nn.Sequential):
         """
         weights, biases = self._parameter_lists()
         return F._sgd_step(x, y, weights, biases, lr)
+
+    def sgd_epoch(self, x, y, lr, batch_size, shuffle=True, generator=None):
+        """One epoch of Nielsen's SGD on this network's own parameters, in place, without autograd: mini-batches of
+        ``batch_size`` samples (the last one partial), in the order of ``torch.randperm(n, generator=generator)``
+        when ``shuffle``, else in order. See :func:`bp_torch.functional.sgd_epoch`; on the C++ backend the whole
+        epoch is a single op call. Returns each mini-batch's cost before its update, as a 1-D tensor.
+
+        Shapes: ``x: (n, sizes[0])``, ``y: (n, sizes[-1])``; returns ``(ceil(n / batch_size),)``.
+        """
+        perm = torch.randperm(x.shape[0], generator=generator, device=x.device) if shuffle else None
+        return F._sgd_epoch(x, y, *self._parameter_lists(), lr, batch_size, perm)

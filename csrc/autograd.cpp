@@ -98,6 +98,15 @@ at::Tensor sigmoid_mlp_sgd_step_op(const at::Tensor& x, const at::Tensor& y, at:
   return op.call(x, y, weights, biases, lr);
 }
 
+at::Tensor sigmoid_mlp_sgd_epoch_op(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                    at::TensorList biases, double lr, int64_t batch_size,
+                                    const std::optional<at::Tensor>& perm) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::sigmoid_mlp_sgd_epoch", "")
+                       .typed<decltype(sigmoid_mlp_sgd_epoch_cpu)>();
+  return op.call(x, y, weights, biases, lr, batch_size, perm);
+}
+
 // One layer's backward in differentiable ATen ops, for create_graph: delta = dC/da a (1 - a) (1.2, 2.2), then
 // (dC/da_prev = delta W (2.3.2), dC/dW = delta^T a_prev (1.1), dC/db = sum of delta), each only where mask asks.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_layer_backward(
@@ -353,6 +362,12 @@ at::Tensor sigmoid_mlp_sgd_step_autograd(const at::Tensor& x, const at::Tensor& 
   return below_autograd(sigmoid_mlp_sgd_step_op, x, y, weights, biases, lr);
 }
 
+at::Tensor sigmoid_mlp_sgd_epoch_autograd(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                          at::TensorList biases, double lr, int64_t batch_size,
+                                          const std::optional<at::Tensor>& perm) {
+  return below_autograd(sigmoid_mlp_sgd_epoch_op, x, y, weights, biases, lr, batch_size, perm);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(bp_torch, Autograd, m) {
@@ -360,6 +375,7 @@ TORCH_LIBRARY_IMPL(bp_torch, Autograd, m) {
   m.impl("quadratic_cost", &quadratic_cost_autograd);
   m.impl("sigmoid_mlp", &sigmoid_mlp_autograd);
   m.impl("sigmoid_mlp_sgd_step", &sigmoid_mlp_sgd_step_autograd);
+  m.impl("sigmoid_mlp_sgd_epoch", &sigmoid_mlp_sgd_epoch_autograd);
 }
 
 }  // namespace bp_torch

@@ -17,8 +17,10 @@ namespace bp_torch {
 void check_sigmoid_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
 void check_quadratic_cost(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction);
 void check_sigmoid_mlp(const char* op, const at::Tensor& x, at::TensorList weights, at::TensorList biases);
-void check_sigmoid_mlp_sgd_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+void check_sigmoid_mlp_sgd_step(const char* op, const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                 at::TensorList biases);
+void check_sigmoid_mlp_sgd_epoch(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                 at::TensorList biases, int64_t batch_size, const std::optional<at::Tensor>& perm);
 
 // Number of samples in a (*, features) tensor: the product of its leading dimensions.
 inline int64_t leading_numel(const at::Tensor& t) {
@@ -65,5 +67,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
     bool input_grad, bool bias_grad);
 at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                     at::TensorList biases, double lr);
+at::Tensor sigmoid_mlp_sgd_epoch_cpu(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                     at::TensorList biases, double lr, int64_t batch_size,
+                                     const std::optional<at::Tensor>& perm);
 
 }  // namespace bp_torch

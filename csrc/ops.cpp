@@ -123,11 +123,10 @@ void check_sigmoid_mlp(const char* op, const at::Tensor& x, at::TensorList weigh
   check_dtypes_and_devices(op, 1 + per_layer * weights.size(), tensor, name);
 }
 
-// The Python backend's checks of sgd_step (bp_torch/_checks.py), in the same order with the same words: each
-// layer as sigmoid_linear checks it, with x standing in for the layer's input's dtype and device.
-void check_sigmoid_mlp_sgd_step(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+// The Python backend's checks of sgd_step and sgd_epoch (bp_torch/_checks.py), in the same order with the same
+// words: each layer as sigmoid_linear checks it, with x standing in for the layer's input's dtype and device.
+void check_sigmoid_mlp_sgd_step(const char* op, const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                 at::TensorList biases) {
-  constexpr const char* op = "sgd_step";
   check_layer_count(op, weights, biases);
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be 2-D (batch, ", weights[0].size(1), "), got shape ", x.sizes());
   for (const auto l : c10::irange(weights.size())) {
@@ -154,6 +153,34 @@ void check_sigmoid_mlp_sgd_step(const at::Tensor& x, const at::Tensor& y, at::Te
   check_dtypes_and_devices(op, {{"x", &x}, {"y", &y}, {"weight", &weights[0]}});
 }
 
+// sgd_epoch takes x's rows in perm's order: perm must hold each of 0 .. n-1 once, or some rows would be read out of
+// bounds or trained on twice. The values are checked here, in the CPU kernel; fake tensors have none.
+void check_sigmoid_mlp_sgd_epoch(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
+                                 at::TensorList biases, int64_t batch_size, const std::optional<at::Tensor>& perm) {
+  constexpr const char* op = "sgd_epoch";
+  check_sigmoid_mlp_sgd_step(op, x, y, weights, biases);
+  TORCH_CHECK_VALUE(batch_size >= 1, op, ": batch_size must be at least 1, got ", batch_size);
+  if (!perm.has_value() || !perm->defined()) return;
+  const int64_t n = x.size(0);
+  TORCH_CHECK_TYPE(perm->scalar_type() == at::kLong, op, ": perm must be a torch.int64 tensor, got ",
+                   dtype_name(perm->scalar_type()));
+  TORCH_CHECK_VALUE(perm->dim() == 1 && perm->size(0) == n, op, ": perm must have shape [", n,
+                    "] (one index per sample of x), got ", perm->sizes());
+  TORCH_CHECK_VALUE(perm->device() == x.device(), op, ": x and perm must be on the same device, got ", x.device(),
+                    " and ", perm->device());
+  const auto order = perm->contiguous();
+  const int64_t* index = order.data_ptr<int64_t>();
+  std::vector<bool> seen(n);
+  for (const auto i : c10::irange(n)) {
+    const int64_t row = index[i];
+    TORCH_CHECK_VALUE(row >= 0 && row < n, op, ": perm must be a permutation of range(", n, "), got perm[", i,
+                      "] = ", row);
+    TORCH_CHECK_VALUE(!seen[row], op, ": perm must be a permutation of range(", n, "), got perm[", i, "] = ", row,
+                      ", a repeat");
+    seen[row] = true;
+  }
+}
+
 TORCH_LIBRARY(bp_torch, m) {
   // a = sigmoid(x W^T + b), for x of shape (*, in_features).
   m.def("sigmoid_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
@@ -175,6 +202,10 @@ TORCH_LIBRARY(bp_torch, m) {
   // One step of Nielsen's update_mini_batch, in place: W <- W - lr dC/dW (and b) for C the quadratic cost averaged
   // over the mini-batch; returns C before the update.
   m.def("sigmoid_mlp_sgd_step(Tensor x, Tensor y, Tensor(a!)[] weights, Tensor(b!)[] biases, float lr) -> Tensor");
+  // One epoch of sgd_step over x's rows in perm's order (None: in order), in mini-batches of batch_size, the last
+  // one partial; returns each mini-batch's cost, shape [ceil(n / batch_size)].
+  m.def("sigmoid_mlp_sgd_epoch(Tensor x, Tensor y, Tensor(a!)[] weights, Tensor(b!)[] biases, float lr, "
+        "int batch_size, Tensor? perm) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(bp_torch, CPU, m) {
@@ -185,6 +216,7 @@ TORCH_LIBRARY_IMPL(bp_torch, CPU, m) {
   m.impl("sigmoid_mlp", &sigmoid_mlp_cpu);
   m.impl("sigmoid_mlp_backward", &sigmoid_mlp_backward_cpu);
   m.impl("sigmoid_mlp_sgd_step", &sigmoid_mlp_sgd_step_cpu);
+  m.impl("sigmoid_mlp_sgd_epoch", &sigmoid_mlp_sgd_epoch_cpu);
 }
 
 }  // namespace bp_torch

@@ -25,8 +25,9 @@ those 20 seeds ended at 96.7-98.2% (seed 0: 97.56%), so it is the default.
 Flags: ``--epochs``, ``--batch-size``, ``--lr``, ``--hidden`` (one or more hidden-layer sizes, e.g. ``--hidden 100
 30``), ``--seed`` (the initialisation and the shuffles; runs with the same seed, backend and thread count give the
 same numbers), ``--backend python|cpp`` (bp_torch's backend; default: bp_torch's own default), ``--fused`` (each
-update is one :meth:`bp_torch.SigmoidMLP.sgd_step`, no autograd, instead of cost, ``backward()`` and
-``torch.optim.SGD``).
+epoch is one :meth:`bp_torch.SigmoidMLP.sgd_epoch`, a single C++ op call that runs every update of the epoch with
+no autograd, instead of cost, ``backward()`` and ``torch.optim.SGD`` per mini-batch; it takes the mini-batches in
+the same shuffled order, so it gives the same network up to rounding).
 
 Outputs:
 
@@ -271,7 +272,8 @@ def parse_args(argv=None):
     p.add_argument("--init", choices=["torch", "normal"], default="torch",
                    help="torch: nn.Linear's init (default); normal: Nielsen's N(0, 1)")
     p.add_argument("--backend", choices=["python", "cpp"], help="bp_torch's backend; default: bp_torch's default")
-    p.add_argument("--fused", action="store_true", help="update with SigmoidMLP.sgd_step (no autograd)")
+    p.add_argument("--fused", action="store_true",
+                   help="train each epoch with one SigmoidMLP.sgd_epoch call (no autograd)")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel on gloo; run under torchrun")
     p.add_argument("--metrics-json", metavar="PATH", help="write the metrics and per-epoch history as JSON")
     p.add_argument("--plot", metavar="PATH.png", help="save the curves, confusion matrix and weights as a PNG")
@@ -337,7 +339,7 @@ def train(args):
     mode = f"{world_size} processes (DDP, gloo)" if args.ddp else "1 process"
     log(f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images; network {sizes}, quadratic cost, "
         f"SGD batch {args.batch_size}, eta {args.lr}, {args.epochs} epochs; backend {bp_torch.backend()}"
-        f"{', fused sgd_step' if args.fused else ''}; {mode}; seed {args.seed}")
+        f"{', fused sgd_epoch' if args.fused else ''}; {mode}; seed {args.seed}")
 
     n_batches = len(epoch_batches(len(x_train), args.batch_size, args.seed, 0, rank, world_size))
     bar = tqdm(total=args.epochs * n_batches, unit="batch", desc="training", leave=False,
@@ -345,17 +347,18 @@ def train(args):
     history = []
     start = time.perf_counter()
     for epoch in range(args.epochs):
-        batches = epoch_batches(len(x_train), args.batch_size, args.seed, epoch, rank, world_size)
         t0 = time.perf_counter()
-        for idx in batches:
-            xb, yb = x_train[idx], y_train_hot[idx]
-            if args.fused:
-                net.sgd_step(xb, yb, args.lr)
-            else:
+        if args.fused:
+            # epoch_batches' shuffle, DistributedSampler's randperm seeded with seed + epoch, for one process
+            shuffle = torch.Generator().manual_seed(args.seed + epoch)
+            net.sgd_epoch(x_train, y_train_hot, args.lr, args.batch_size, generator=shuffle)
+            bar.update(n_batches)
+        else:
+            for idx in epoch_batches(len(x_train), args.batch_size, args.seed, epoch, rank, world_size):
                 optimizer.zero_grad(set_to_none=True)
-                cost_fn(model(xb), yb).backward()
+                cost_fn(model(x_train[idx]), y_train_hot[idx]).backward()
                 optimizer.step()
-            bar.update()
+                bar.update()
         seconds = time.perf_counter() - t0
         if rank == 0:
             cost, train_acc, _ = evaluate(net, x_train, y_train)

@@ -27,14 +27,18 @@ def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
     """Nielsen's network.py, re-stated in numpy: per-sample backprop, averaged over each mini-batch.
 
     weights[l]: (n_(l+1), n_l), biases[l]: (n_(l+1),); xs: (N, n_0), ys: (N, n_L); visits the samples in order.
+    Returns the new weights and biases, and each mini-batch's cost ``1/2m sum_x ||y(x) - a^L(x)||^2`` before its
+    update.
     """
     sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     weights = [w.copy() for w in weights]
     biases = [b.copy() for b in biases]
+    costs = []
     for start in range(0, len(xs), batch_size):
         batch = list(zip(xs[start:start + batch_size], ys[start:start + batch_size]))
         nabla_w = [np.zeros_like(w) for w in weights]
         nabla_b = [np.zeros_like(b) for b in biases]
+        cost = 0.0
         for x, y in batch:
             activation, activations, zs = x, [x], []
             for w, b in zip(weights, biases):
@@ -42,6 +46,7 @@ def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
                 zs.append(z)
                 activation = sigmoid(z)
                 activations.append(activation)
+            cost += 0.5 * np.sum((y - activations[-1]) ** 2) / len(batch)
             delta = (activations[-1] - y) * sigmoid(zs[-1]) * (1 - sigmoid(zs[-1]))
             d_w, d_b = [None] * len(weights), [None] * len(weights)
             d_w[-1], d_b[-1] = np.outer(delta, activations[-2]), delta
@@ -53,7 +58,8 @@ def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
             nabla_b = [nb + db for nb, db in zip(nabla_b, d_b)]
         weights = [w - (lr / len(batch)) * nw for w, nw in zip(weights, nabla_w)]
         biases = [b - (lr / len(batch)) * nb for b, nb in zip(biases, nabla_b)]
-    return weights, biases
+        costs.append(cost)
+    return weights, biases, costs
 
 
 def assert_compiled_matches_eager(model, cost, x, y):

@@ -146,6 +146,60 @@ SIGMOID_MLP_CASES = {
                     "sgd_step: x and y must have the same dtype, got torch.float32 and torch.float64"),
 }
 
+SE = "sgd_epoch"
+PERM_ERROR = f"{SE}: perm must be a permutation of range(5), got "
+
+
+def sgd_epoch(x=None, y=None, batch_size=2, perm=None, biases=None):
+    """SigmoidMLP(NET)'s parameters through functional.sgd_epoch, with one argument changed."""
+    net = bp_torch.SigmoidMLP(NET)
+    x, y = x_(5, 4) if x is None else x, x_(5, 2) if y is None else y
+    biases = [layer.bias for layer in net] if biases is None else biases
+    return F.sgd_epoch(x, y, [layer.weight for layer in net], biases, 0.1, batch_size, perm)
+
+
+SGD_EPOCH_CASES = {
+    "batch-0": (lambda: sgd_epoch(batch_size=0), ValueError, f"{SE}: batch_size must be at least 1, got 0"),
+    "batch-negative": (lambda: sgd_epoch(batch_size=-3), ValueError, f"{SE}: batch_size must be at least 1, got -3"),
+    "batch-float": (lambda: sgd_epoch(batch_size=2.5), TypeError, f"{SE}: batch_size must be an int, got float"),
+    "batch-bool": (lambda: sgd_epoch(batch_size=True), TypeError, f"{SE}: batch_size must be an int, got bool"),
+    "batch-tensor": (lambda: sgd_epoch(batch_size=torch.tensor(2)), TypeError,
+                     f"{SE}: batch_size must be an int, got Tensor"),
+    "module-batch-0": (lambda: bp_torch.SigmoidMLP(NET).sgd_epoch(x_(5, 4), x_(5, 2), 0.1, 0), ValueError,
+                       f"{SE}: batch_size must be at least 1, got 0"),
+    "perm-int32": (lambda: sgd_epoch(perm=torch.arange(5, dtype=torch.int32)), TypeError,
+                   f"{SE}: perm must be a torch.int64 tensor, got torch.int32"),
+    "perm-float": (lambda: sgd_epoch(perm=torch.arange(5.0)), TypeError,
+                   f"{SE}: perm must be a torch.int64 tensor, got torch.float32"),
+    "perm-short": (lambda: sgd_epoch(perm=torch.arange(4)), ValueError,
+                   f"{SE}: perm must have shape [5] (one index per sample of x), got [4]"),
+    "perm-2d": (lambda: sgd_epoch(perm=torch.arange(5).view(5, 1)), ValueError,
+                f"{SE}: perm must have shape [5] (one index per sample of x), got [5, 1]"),
+    "perm-0d": (lambda: sgd_epoch(perm=torch.tensor(0)), ValueError,
+                f"{SE}: perm must have shape [5] (one index per sample of x), got []"),
+    "perm-device": (lambda: sgd_epoch(perm=torch.arange(5, device="meta")), ValueError,
+                    f"{SE}: x and perm must be on the same device, got cpu and meta"),
+    "perm-repeat": (lambda: sgd_epoch(perm=torch.tensor([0, 1, 2, 1, 4])), ValueError, PERM_ERROR + "perm[3] = 1, a repeat"),
+    "perm-too-large": (lambda: sgd_epoch(perm=torch.tensor([0, 1, 5, 3, 4])), ValueError, PERM_ERROR + "perm[2] = 5"),
+    "perm-negative": (lambda: sgd_epoch(perm=torch.tensor([0, -1, 2, 3, 4])), ValueError, PERM_ERROR + "perm[1] = -1"),
+    "perm-repeat-first": (lambda: sgd_epoch(perm=torch.tensor([2, 2, 9, 9, 4])), ValueError,
+                          PERM_ERROR + "perm[1] = 2, a repeat"),
+    "perm-too-large-first": (lambda: sgd_epoch(perm=torch.tensor([9, 9, 2, 2, 4])), ValueError,
+                             PERM_ERROR + "perm[0] = 9"),
+    "y-width": (lambda: sgd_epoch(y=x_(5, 3)), ValueError,
+                f"{SE}: y must have shape [5, 2] to match x of shape [5, 4], got [5, 3]"),
+    "x-1d": (lambda: sgd_epoch(x=x_(4), y=x_(2)), ValueError, f"{SE}: x must be 2-D (batch, 4), got shape [4]"),
+    "x-width": (lambda: sgd_epoch(x=x_(5, 3)), ValueError, f"{SE}: x must have shape [batch, 4], got [5, 3]"),
+    "y-dtype": (lambda: sgd_epoch(y=x_(5, 2, dtype=f64)), TypeError,
+                f"{SE}: x and y must have the same dtype, got torch.float32 and torch.float64"),
+    "x-int": (lambda: sgd_epoch(x=x_(5, 4, dtype=torch.int64)), TypeError,
+              f"{SL}: input must be float32 or float64, got torch.int64"),
+    "biases-mixed": (lambda: sgd_epoch(biases=[x_(3), None]), ValueError,
+                     f"{SE}: biases must be all tensors or all None, got 1 tensors and 1 None"),
+    "biases-count": (lambda: sgd_epoch(biases=[x_(3)]), ValueError,
+                     f"{SE}: biases must be empty (no bias) or have one entry per layer (2), got 1"),
+}
+
 TWO_LAYER_CASES = {
     "w2-width": (lambda: F.two_layer_quadratic_cost(x_(2, 4), x_(3, 4), x_(3), x_(2, 5), x_(2), x_(2, 2)), ValueError,
                  "two_layer_quadratic_cost: w2 must have shape [n2, 3] to follow w1 of shape [3, 4], got [2, 5]"),
@@ -159,7 +213,8 @@ TWO_LAYER_CASES = {
 ALL_CASES = {**{f"sigmoid_linear-{k}": v for k, v in SIGMOID_LINEAR_CASES.items()},
              **{f"quadratic_cost-{k}": v for k, v in QUADRATIC_COST_CASES.items()},
              **{f"SigmoidMLP-{k}": v for k, v in SIGMOID_MLP_CASES.items()},
-             **{f"two_layer-{k}": v for k, v in TWO_LAYER_CASES.items()}}
+             **{f"two_layer-{k}": v for k, v in TWO_LAYER_CASES.items()},
+             **{f"sgd_epoch-{k}": v for k, v in SGD_EPOCH_CASES.items()}}
 
 
 @pytest.mark.parametrize("case", ALL_CASES.values(), ids=ALL_CASES.keys())
@@ -220,7 +275,24 @@ BACKWARD_CASES = {
                        REDUCTION_ERROR + "'avg'"),
     "cost-0d": (lambda d: ops.quadratic_cost_backward(*on(d, x_(), x_(), x_()), "sum", [True] * 2), ValueError,
                 f"{QC}: input must have at least 1 dimension (*, n_outputs), got a 0-d tensor"),
+    "epoch-batch-0": (lambda d: sgd_epoch_op(d, batch_size=0), ValueError, f"{SE}: batch_size must be at least 1, got 0"),
+    "epoch-perm-int32": (lambda d: sgd_epoch_op(d, perm=torch.arange(5, dtype=torch.int32)), TypeError,
+                         f"{SE}: perm must be a torch.int64 tensor, got torch.int32"),
+    "epoch-perm-short": (lambda d: sgd_epoch_op(d, perm=torch.arange(4)), ValueError,
+                         f"{SE}: perm must have shape [5] (one index per sample of x), got [4]"),
+    "epoch-y-width": (lambda d: sgd_epoch_op(d, y=x_(5, 3)), ValueError,
+                      f"{SE}: y must have shape [5, 2] to match x of shape [5, 4], got [5, 3]"),
+    "epoch-biases-count": (lambda d: sgd_epoch_op(d, biases=[x_(3)]), ValueError,
+                           f"{SE}: biases must be empty (no bias) or have one entry per layer (2), got 1"),
 }
+
+
+def sgd_epoch_op(device, y=None, biases=None, batch_size=2, perm=None):
+    """The op itself, all its tensors on `device`, with one argument changed."""
+    weights, default_biases = [x_(3, 4), x_(2, 3)], [x_(3), x_(2)]
+    tensors = on(device, x_(5, 4), x_(5, 2) if y is None else y, *weights, *(default_biases if biases is None else biases))
+    perm = None if perm is None else perm.to(device)
+    return ops.sigmoid_mlp_sgd_epoch(tensors[0], tensors[1], tensors[2:4], tensors[4:], 0.1, batch_size, perm)
 
 
 def on(device, *tensors):
@@ -270,6 +342,10 @@ calls = [
     lambda: ops.quadratic_cost_backward(torch.ones(5), x, x, "none", [True] * 2),
     lambda: ops.quadratic_cost_backward(torch.tensor(1.0), x, x, "avg", [True] * 2),
     lambda: ops.quadratic_cost_backward(torch.tensor(1, dtype=torch.int64), x, x, "sum", [True] * 2),
+    lambda: ops.sigmoid_mlp_sgd_epoch(x, a, [w], [], 0.1, 0, None),
+    lambda: ops.sigmoid_mlp_sgd_epoch(x, a, [w], [], 0.1, 2, torch.tensor([0, 1, 3])),
+    lambda: ops.sigmoid_mlp_sgd_epoch(x, a, [w], [], 0.1, 2, torch.tensor([0, 0, 1])),
+    lambda: ops.sigmoid_mlp_sgd_epoch(x, a, [w], [], 0.1, 2, torch.tensor([0, -9, 1])),
 ]
 caught = 0
 for call in calls:
@@ -281,4 +357,4 @@ print("caught", caught, "of", len(calls))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-3:] == ["17", "of", "17"], result.stdout
+    assert result.stdout.split()[-3:] == ["21", "of", "21"], result.stdout

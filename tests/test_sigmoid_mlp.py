@@ -266,10 +266,12 @@ def test_sgd_step_equals_numpy_nielsen(case):
     y = torch.rand(4 * batch, sizes[-1], dtype=torch.float64, generator=gen)
     weights = [layer.weight.detach().numpy().copy() for layer in net]
     biases = [layer.bias.detach().numpy().copy() for layer in net]
-    expected = reference.numpy_nielsen_sgd(weights, biases, x.numpy(), y.numpy(), 3.0, batch)
-    for start in range(0, len(x), batch):
-        net.sgd_step(x[start:start + batch], y[start:start + batch], 3.0)
-    for layer, w, b in zip(net, *expected):
+    expected_w, expected_b, expected_costs = reference.numpy_nielsen_sgd(weights, biases, x.numpy(), y.numpy(), 3.0,
+                                                                         batch)
+    costs = [net.sgd_step(x[start:start + batch], y[start:start + batch], 3.0).item()
+             for start in range(0, len(x), batch)]
+    np.testing.assert_allclose(costs, expected_costs, rtol=1e-12)
+    for layer, w, b in zip(net, expected_w, expected_b):
         np.testing.assert_allclose(layer.weight.detach().numpy(), w, rtol=0, atol=1e-9)
         np.testing.assert_allclose(layer.bias.detach().numpy(), b, rtol=0, atol=1e-9)
 

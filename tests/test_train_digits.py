@@ -200,6 +200,23 @@ def test_seed_makes_runs_reproducible(tmp_path, backend):
     assert runs["a"] != runs["c"]
 
 
+def test_fused_epochs_train_as_the_autograd_loop(tmp_path, backend):
+    """--fused (one sgd_epoch call per epoch) takes the same shuffled mini-batches as the autograd loop, so the two
+    runs learn the same network: their per-epoch costs and accuracies agree up to float32 rounding."""
+    train_digits = load_example("train_digits")
+    runs = {}
+    for fused in (False, True):
+        path = tmp_path / f"fused-{fused}.json"
+        assert train_digits.main(["--epochs", "3", "--seed", "3", "--backend", backend, "--no-progress",
+                                  "--metrics-json", str(path)] + ["--fused"] * fused) == 0
+        runs[fused] = json.loads(path.read_text())
+    assert runs[True]["fused"] is True and runs[False]["fused"] is False
+    for plain, fused in zip(runs[False]["history"], runs[True]["history"]):
+        assert fused["cost"] == pytest.approx(plain["cost"], rel=1e-3)
+        assert abs(fused["test_accuracy"] - plain["test_accuracy"]) <= 2 / 450      # at most 2 of 450 images
+    assert runs[True]["test_accuracy"] > 0.85                 # it learned: chance is 10%
+
+
 def _ddp_worker(rank, world_size, init_file, backend, seed, queue):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
