@@ -110,6 +110,9 @@ class LayerReport:
         index: ``l``, from 1 (the first layer) to ``L`` (the output layer)
         equations: the equation label of each quantity below, e.g. ``{"dz_dw": "(1.1)", "dC_dw": "(A)", ...}``
         formula: the product ``dC/dw^l`` written as the chapter writes it, e.g. ``"a^1 * sigma'(z^2) * (a^2 - y)"``
+        labels: each quantity below (and the update of ``w^l``, ``b^l``) written as the chapter writes it, e.g.
+            ``{"dz_dw": "dz^2/dw^2 = a^1", "da_dz": "da^2/dz^2 = sigma'(z^2) = a^2(1-a^2)", ...}``: the row labels
+            of the printed table and of the page
         z: ``z^l = w^l a^(l-1) + b^l``, ``(n, n_l)``
         a: ``a^l = sigma(z^l)``, ``(n, n_l)``
         dz_dw: (1.1) / (2.1), ``a^(l-1)``, ``(n, n_(l-1))``
@@ -128,6 +131,7 @@ class LayerReport:
     index: int
     equations: dict
     formula: str
+    labels: dict
     z: torch.Tensor
     a: torch.Tensor
     dz_dw: torch.Tensor
@@ -153,7 +157,7 @@ class LayerReport:
             "z", "a", "dz_dw", "da_dz", "dC_da", "dC_da_next", "da_next_da", "dC_dw", "autograd_dC_dw",
             "max_abs_diff", "weight", "bias", "dC_db", "autograd_dC_db", "max_abs_diff_bias")}
         return {"layer": self.index, "role": "output" if self.is_output else "hidden",
-                "equations": dict(self.equations), "formula": self.formula, **plain}
+                "equations": dict(self.equations), "formula": self.formula, "labels": dict(self.labels), **plain}
 
 
 @dataclass(eq=False)
@@ -191,7 +195,7 @@ class ExplainReport:
         return {
             "sizes": list(self.sizes), "n_samples": self.n_samples, "dtype": str(self.dtype).replace("torch.", ""),
             "backend": self.backend, "cost": {"name": "QuadraticCost", "reduction": self.reduction,
-                                              "value": self.cost},
+                                              "formula": _cost_formula(len(self.layers)), "value": self.cost},
             "x": _plain(self.x), "y": _plain(self.y), "max_abs_diff": self.max_abs_diff,
             "layers": [layer.to_dict() for layer in self.layers],
         }
@@ -216,15 +220,14 @@ class ExplainReport:
             lines += _value_lines(f"w^{l}", layer.weight)
             if layer.bias is not None:
                 lines += _value_lines(f"b^{l}", layer.bias)
-            lines += _value_lines(f"z^{l} = w^{l} a^{l - 1} + b^{l}" if layer.bias is not None
-                                  else f"z^{l} = w^{l} a^{l - 1}", _per_sample(layer.z))
-            lines += _value_lines(f"a^{l} = sigma(z^{l})", _per_sample(layer.a))
+            lines += _value_lines(layer.labels["z"], _per_sample(layer.z))
+            lines += _value_lines(layer.labels["a"], _per_sample(layer.a))
         average = "averaged over the samples" if self.reduction == "mean" else "summed over the samples"
-        lines += ["", f"cost                  C = 1/2 sum_j (y_j - a^{L}_j)^2" + (f", {average}" if n > 1 else "")]
+        lines += ["", f"cost                  {_cost_formula(L)}" + (f", {average}" if n > 1 else "")]
         lines += _value_lines("y", _per_sample(self.y))
         lines += _value_lines("C", self.cost)
         for layer in reversed(self.layers):
-            lines += [""] + _layer_lines(layer, L, self.reduction, n)
+            lines += [""] + _layer_lines(layer, L, n)
         lines += ["", f"largest |product of factors - autograd| over all layers: {self.max_abs_diff:.1e}"]
         return lines
 
@@ -275,22 +278,18 @@ def _per_sample(t):
     return t[0] if t.shape[0] == 1 else t
 
 
-def _layer_lines(layer, L, reduction, n):
-    l, eq = layer.index, layer.equations
+def _layer_lines(layer, L, n):
+    l, eq, label = layer.index, layer.equations, layer.labels
     role = "output layer" if layer.is_output else "hidden layer"
     lines = [f"layer {l} of {L} ({role})   dC/dw^{l} = dz^{l}/dw^{l} * da^{l}/dz^{l} * dC/da^{l}"]
-    lines += _value_lines(f"dz^{l}/dw^{l} = a^{l - 1}", _per_sample(layer.dz_dw), eq["dz_dw"])
-    lines += _value_lines(f"da^{l}/dz^{l} = sigma'(z^{l}) = a^{l}(1-a^{l})", _per_sample(layer.da_dz), eq["da_dz"])
-    if layer.is_output:
-        scale = f" (/{n}: C is a mean)" if reduction == "mean" and n > 1 else ""
-        lines += _value_lines(f"dC/da^{l} = a^{l} - y{scale}", _per_sample(layer.dC_da), eq["dC_da"])
-    else:
-        lines += _value_lines(f"dC/da^{l + 1}", _per_sample(layer.dC_da_next), eq["dC_da_next"])
-        lines += _value_lines(f"da^{l + 1}/da^{l} = sigma'(z^{l + 1}) w^{l + 1}", _per_sample(layer.da_next_da),
-                              eq["da_next_da"])
-        lines += _value_lines(f"dC/da^{l} = (2.3.1) x (2.3.2)", _per_sample(layer.dC_da), eq["dC_da"])
+    lines += _value_lines(label["dz_dw"], _per_sample(layer.dz_dw), eq["dz_dw"])
+    lines += _value_lines(label["da_dz"], _per_sample(layer.da_dz), eq["da_dz"])
+    if not layer.is_output:
+        lines += _value_lines(label["dC_da_next"], _per_sample(layer.dC_da_next), eq["dC_da_next"])
+        lines += _value_lines(label["da_next_da"], _per_sample(layer.da_next_da), eq["da_next_da"])
+    lines += _value_lines(label["dC_da"], _per_sample(layer.dC_da), eq["dC_da"])
     summed = ", summed over the samples" if n > 1 else ""
-    lines.append(f"  {eq['dC_dw']:<8}dC/dw^{l} = {layer.formula}{summed}")
+    lines.append(f"  {eq['dC_dw']:<8}{label['dC_dw']}{summed}")
     f1, f2, f3 = eq["dz_dw"], eq["da_dz"], ("(1.3)" if layer.is_output else "(2.3)")
     if n == 1:
         header = f"  {'j':>4} {'k':>3}  {f1:>16} {f2:>16} {f3:>16}   {'product':>16} {'autograd':>16}  {'|diff|':>7}"
@@ -307,7 +306,7 @@ def _layer_lines(layer, L, reduction, n):
             lines.append(cells + f"{product:>16.10g} {reference:>16.10g}  {abs(product - reference):>7.1e}")
     lines.append(f"  {'':8}max |dC/dw^{l} - autograd| = {layer.max_abs_diff:.1e}")
     if layer.dC_db is not None:
-        lines += _value_lines(f"dC/db^{l} = 1 * sigma'(z^{l}) * dC/da^{l}", layer.dC_db)
+        lines += _value_lines(label["dC_db"], layer.dC_db)
         lines += _value_lines(f"autograd dC/db^{l}", layer.autograd_dC_db)
         lines.append(f"  {'':8}max |dC/db^{l} - autograd| = {layer.max_abs_diff_bias:.1e}")
     return lines
@@ -323,6 +322,33 @@ def _product_formula(l, L):
     for k in range(L, l, -1):
         formula += f" * sigma'(z^{k}) * w^{k}"
     return formula
+
+
+def _labels(l, L, bias, reduction, n):
+    """Each quantity of layer ``l`` written as the chapter writes it (see LayerReport.labels)."""
+    labels = {
+        "z": f"z^{l} = w^{l} a^{l - 1} + b^{l}" if bias else f"z^{l} = w^{l} a^{l - 1}",
+        "a": f"a^{l} = sigma(z^{l})",
+        "dz_dw": f"dz^{l}/dw^{l} = a^{l - 1}",
+        "da_dz": f"da^{l}/dz^{l} = sigma'(z^{l}) = a^{l}(1-a^{l})",
+        "dC_dw": f"dC/dw^{l} = {_product_formula(l, L)}",
+        "update_w": f"w^{l} <- w^{l} - eta * dC/dw^{l}",
+    }
+    if bias:
+        labels["dC_db"] = f"dC/db^{l} = 1 * sigma'(z^{l}) * dC/da^{l}"
+        labels["update_b"] = f"b^{l} <- b^{l} - eta * dC/db^{l}"
+    if l == L:
+        mean = f" (/{n}: C is a mean)" if reduction == "mean" and n > 1 else ""
+        labels["dC_da"] = f"dC/da^{l} = a^{l} - y{mean}"
+    else:
+        labels["dC_da_next"] = f"dC/da^{l + 1}"
+        labels["da_next_da"] = f"da^{l + 1}/da^{l} = sigma'(z^{l + 1}) w^{l + 1}"
+        labels["dC_da"] = f"dC/da^{l} = (2.3.1) x (2.3.2)"
+    return labels
+
+
+def _cost_formula(L):
+    return f"C = 1/2 sum_j (y_j - a^{L}_j)^2"
 
 
 def _equations(l, L):
@@ -409,6 +435,7 @@ def explain(model, x, y, cost=None):
             dC_db = None if biases[l - 1] is None else torch.einsum("nj,nj->j", da_dz, dC_da)  # dz/db = 1
             reports.append(LayerReport(
                 index=l, equations=_equations(l, L), formula=_product_formula(l, L),
+                labels=_labels(l, L, biases[l - 1] is not None, cost_module.reduction, x.shape[0]),
                 z=F.linear(a[l - 1], weights[l - 1], biases[l - 1]), a=a[l],
                 dz_dw=dz_dw, da_dz=da_dz, dC_da=dC_da, dC_da_next=dC_da_next, da_next_da=da_next_da,
                 dC_dw=dC_dw, autograd_dC_dw=autograd_w[l - 1],
