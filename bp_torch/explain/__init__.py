@@ -4,6 +4,7 @@
     print(report)                               # a readable table, each value labelled with its equation
     report.to_dict()                            # the same numbers as plain lists and floats (JSON-serialisable)
     report.plot("net.png")                      # the network, edges coloured and sized by |dC/dw|
+    report.to_html("explain.html")              # the same, as a page you can click (and inline in Jupyter)
 
     python -m bp_torch.explain                  # the 2-2-2 worked example of Mazur (2015), every intermediate value
     python -m bp_torch.explain --sizes 3 4 4 2 --seed 1 --lr 0.5 --plot net.png
@@ -28,15 +29,18 @@ The formulas it shares with the library come from :mod:`bp_torch.autograd` (``si
 ``cost(model(x), y)``, run on copies of the parameters, so the model and its ``.grad`` are left untouched.
 """
 import argparse
+import html
+import pathlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _backend
+from .. import _backend, functional
 from ..autograd import quadratic_cost_backward, sigmoid_prime_from_output
 from ..modules import QuadraticCost, SigmoidLinear, SigmoidMLP
+from . import _page
 
 __all__ = ["ExplainReport", "LayerReport", "explain", "main", "mazur_example"]
 
@@ -165,7 +169,8 @@ class ExplainReport:
     """What :func:`explain` returns: the forward pass, the cost and one :class:`LayerReport` per layer.
 
     ``print(report)`` gives a table per layer; ``report.to_dict()`` plain data; ``report.plot(path)`` a picture;
-    ``report.max_abs_diff`` the largest difference between a product of factors and autograd's gradient.
+    ``report.to_html(path)`` an interactive page (and Jupyter shows it inline); ``report.max_abs_diff`` the largest
+    difference between a product of factors and autograd's gradient.
     """
 
     x: torch.Tensor
@@ -237,6 +242,48 @@ class ExplainReport:
         With a batch, nodes show the activations averaged over the samples. Uses matplotlib's Agg canvas."""
         _plot(self, path, title)
         return path
+
+    def to_html(self, path=None, steps=_page.DEFAULT_STEPS, lr=_page.DEFAULT_LR, title=None):
+        """The report as one interactive HTML page, self-contained (inline SVG, CSS and JavaScript; nothing is
+        fetched from the network), with its numbers embedded as JSON.
+
+        The page draws the network as :meth:`plot` does (nodes show ``a^l``, edges are coloured by ``|dC/dw|``).
+        Clicking an edge ``w^l_jk`` shows its chain, ``dz/dw (1.1)/(2.1) * da/dz (1.2)/(2.2) * dC/da`` with
+        ``dC/da`` from (1.3), or from (2.3) = (2.3.1) x (2.3.2) written out term by term, their product, autograd's
+        gradient and the difference; clicking a node shows ``z``, ``a``, ``sigma'(z)`` and ``dC/da``. Step buttons
+        walk the forward pass layer by layer, the cost, then the backward pass layer by layer and the update,
+        highlighting what each step computes. A slider moves through ``steps`` SGD steps ``W <- W - lr * dC/dW``
+        on ``x, y`` (the library's ``sgd_step``, on copies: no model changes), showing the weights, the cost and
+        the gradients as the network learns.
+
+        Every number on the page is computed here, in Python, by :func:`explain`; the page's script only shows
+        them. Networks of more than 8 units in a layer or more than 5 layers, and batches of more than 8 samples,
+        raise ``ValueError``: the page draws every unit, weight and sample.
+
+        Args:
+            path: where to write the page (UTF-8), if given.
+            steps: the number of SGD steps the slider moves through, 0 to 200 (default 20).
+            lr: the learning rate ``eta`` of those steps (default 0.5).
+            title: the page's first line of description (default: ``"network 2-2-2"`` and so on).
+
+        Returns:
+            The page, as a string.
+        """
+        _page.check_drawable(self.sizes, self.n_samples)
+        _page.check_steps(steps)
+        page = _page.render(_after_sgd_steps(self, lr, steps), lr, title)
+        if path is not None:
+            pathlib.Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def _repr_html_(self):
+        """Jupyter's view: the page of :meth:`to_html` in an iframe; for a network too large to draw, the short
+        repr and the reason."""
+        try:
+            _page.check_drawable(self.sizes, self.n_samples)
+        except ValueError as err:
+            return f"<pre>{html.escape(repr(self))}\n{html.escape(str(err))}</pre>"
+        return _page.notebook_frame(self.to_html())
 
 
 def _plain(value):
@@ -445,6 +492,37 @@ def explain(model, x, y, cost=None):
     sizes = [layers[0].in_features] + [layer.out_features for layer in layers]
     return ExplainReport(x=x, y=y, sizes=sizes, reduction=cost_module.reduction, cost=cost_value.item(),
                          layers=reports[::-1], backend=_backend.backend())
+
+
+def _after_sgd_steps(report, lr, steps):
+    """``report``, then the report after each of ``steps`` steps of gradient descent on its ``x, y``.
+
+    The steps are the library's own update, :func:`bp_torch.functional.sgd_step` (``W <- W - lr * dC/dW`` and the
+    biases), applied to a copy of the network the report describes, built from the parameters the report holds
+    (copies already): the model it was made from is never touched, whatever happens here.
+    """
+    network = nn.Sequential(*(_layer_from(layer) for layer in report.layers))
+    # sgd_step's C is the mean over the mini-batch; the report's may be the sum, whose gradient is n times larger
+    step_lr = lr * report.n_samples if report.reduction == "sum" else lr
+    reports = [report]
+    for _ in range(steps):
+        functional.sgd_step(report.x, report.y, [layer.weight for layer in network],
+                            [layer.bias for layer in network], step_lr)
+        reports.append(explain(network, report.x, report.y, cost=report.reduction))
+    return reports
+
+
+def _layer_from(layer_report):
+    """A SigmoidLinear holding copies of the report's w^l and b^l. Made on the meta device and then filled, so
+    nothing draws from torch's random generator: recording the steps leaves the caller's random stream alone."""
+    out_features, in_features = layer_report.weight.shape
+    layer = SigmoidLinear(in_features, out_features, bias=layer_report.bias is not None, device="meta",
+                          dtype=layer_report.weight.dtype).to_empty(device=layer_report.weight.device)
+    with torch.no_grad():
+        layer.weight.copy_(layer_report.weight)
+        if layer_report.bias is not None:
+            layer.bias.copy_(layer_report.bias)
+    return layer
 
 
 # --------------------------------------------------------------------------------------------------------------------
