@@ -9,6 +9,7 @@
     python -m bp_torch.explain                  # the 2-2-2 worked example of Mazur (2015), every intermediate value
     python -m bp_torch.explain --sizes 3 4 4 2 --seed 1 --lr 0.5 --plot net.png
     python -m bp_torch.explain --checkpoint net.pt --input 0.1 0.9 --target 1 0
+    python -m bp_torch.explain --html explain.html --steps 20
 
 For layer ``l`` of ``L`` the chapter writes ``dC/dw^l = dz^l/dw^l * da^l/dz^l * dC/da^l`` with
 
@@ -656,11 +657,27 @@ def _parser():
     p.add_argument("--target", type=float, nargs="+", metavar="Y", help="the target y (default: random, or Mazur's)")
     p.add_argument("--backend", choices=_backend.available_backends(), help="bp_torch backend (default: active)")
     p.add_argument("--plot", metavar="PATH.png", help="draw the network, edges coloured and sized by |dC/dw|")
+    p.add_argument("--html", metavar="PATH.html",
+                   help="write an interactive page: click an edge for its chain rule, step through the forward and "
+                        f"backward passes, slide through SGD steps (networks up to {_page.MAX_UNITS} units per layer "
+                        f"and {_page.MAX_LAYERS} layers)")
+    p.add_argument("--steps", type=_steps, default=_page.DEFAULT_STEPS,
+                   help=f"SGD steps the page records, 0 to {_page.MAX_STEPS} (default {_page.DEFAULT_STEPS})")
     return p
 
 
+def _steps(text):
+    try:
+        steps = int(text)
+        _page.check_steps(steps)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {_page.MAX_STEPS}, got {text!r}")
+    return steps
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.backend:
         _backend.set_backend(args.backend)
     dtype = torch.float64
@@ -690,6 +707,11 @@ def main(argv=None):
         y = torch.tensor(args.target, dtype=dtype)
     if args.lr is not None:
         lr = args.lr
+    if args.html:
+        try:  # before the report is printed: a network the page cannot draw is a usage error, in one line
+            _page.check_drawable(model.sizes, n_samples=1, elsewhere="without --html, the command (and --plot) shows")
+        except ValueError as err:
+            parser.exit(2, f"{parser.prog}: error: {str(err).removeprefix('explain: ')}\n")
     try:
         report = explain(model, x, y)
     except (TypeError, ValueError) as err:
@@ -722,4 +744,9 @@ def main(argv=None):
     if args.plot:
         report.plot(args.plot)
         print(f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)")
+    if args.html:
+        # From the report's own copies of the parameters, as they were before the step above
+        report.to_html(args.html, steps=args.steps, lr=lr, title=source)
+        print(f"\nwrote {args.html}: click an edge or a node; step through the forward and backward passes; "
+              f"slide through {args.steps} SGD steps (open it in a browser)")
     return 0
