@@ -467,7 +467,8 @@ def test_browser_clicking_a_node_shows_z_a_sigma_prime_dC_da(open_page):
             pytest.approx(ref["dC_da"][l][0, j - 1].item(), abs=1e-16)
         assert shown(page, '#node-values [data-key="dC_db"]') == \
             pytest.approx(ref["dC_db"][l - 1][j - 1].item(), abs=1e-16)
-        assert shown(page, '#node-values [data-key="autograd_dC_db"]') == report.layers[l - 1].autograd_dC_db[j - 1].item()
+        assert shown(page, '#node-values [data-key="autograd_dC_db"]') == \
+            report.layers[l - 1].autograd_dC_db[j - 1].item()
         assert (page.locator('#node-values [data-key="y"]').count() == 1) == (l == 2)
         # the node's value in the drawing: a^l_j to 4 digits
         assert float(page.locator(f'.node[data-name="a^{l}_{j}"] text').text_content()) == \
@@ -517,7 +518,7 @@ def test_browser_step_buttons_walk_forward_then_backward(open_page):
             role = "computed" if l in entry["computed"]["edges"] else "used" if l in entry["used"]["edges"] else None
             halos = page.locator(f'.halo[data-layer="{l}"]').evaluate_all(
                 "halos => halos.map(h => h.getAttribute('class'))")
-            assert halos == [f"halo {role}" if role else "halo "] * len(halos), (entry["title"], l)
+            assert halos == [f"halo {role}" if role else "halo"] * len(halos), (entry["title"], l)
         if entry["title"].startswith("forward, layer"):
             l = int(entry["title"].split()[2])
             z = [float(v) for v in page.locator('#walk-values [data-key="z"]').evaluate_all(
