@@ -242,6 +242,16 @@ def test_bad_steps_are_refused(steps):
         bp_torch.explain(*mazur_example()[:3]).to_html(steps=steps)
 
 
+def test_mixed_biases_are_refused_when_stepping():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(bp_torch.SigmoidLinear(3, 4, dtype=torch.float64),
+                                bp_torch.SigmoidLinear(4, 2, bias=False, dtype=torch.float64))
+    report = bp_torch.explain(model, torch.rand(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="all have a bias or none has; this one mixes them"):
+        report.to_html(steps=2)
+    assert len(page_data(report.to_html(steps=0))["steps"]) == 1
+
+
 def test_non_finite_values_are_refused():
     model, x, y = random_case([2, 3, 2])
     report = bp_torch.explain(model, torch.tensor([float("nan"), 0.5], dtype=torch.float64), y)
@@ -276,13 +286,15 @@ def test_cli_writes_the_page(backend, tmp_path):
                               "command (and --plot) shows networks of any size"),
     (["--steps", 500], "python -m bp_torch.explain: error: argument --steps: expected a whole number from 0 to "
                        "200, got '500'"),
+    (["--steps", 20, "--no-html"], "error: --steps sets the SGD steps of the --html page; give --html PATH.html too"),
 ])
 def test_cli_refuses_what_the_page_cannot_show(backend, tmp_path, args, message):
     if "BIG" in args:
         torch.save(SigmoidMLP([64, 30, 10]).state_dict(), tmp_path / "big.pt")
         args = ["--checkpoint", tmp_path / "big.pt"]
     path = tmp_path / "explain.html"
-    result = run_cli(*args, "--html", path, backend=backend)
+    html_option = [] if "--no-html" in args else ["--html", path]
+    result = run_cli(*[a for a in args if a != "--no-html"], *html_option, backend=backend)
     assert result.returncode == 2 and result.stdout == ""
     assert message in result.stderr.splitlines()[-1]
     if "--steps" not in args:

@@ -258,8 +258,8 @@ class ExplainReport:
         the gradients as the network learns.
 
         Every number on the page is computed here, in Python, by :func:`explain`; the page's script only shows
-        them. Networks of more than 8 units in a layer or more than 5 layers, and batches of more than 8 samples,
-        raise ``ValueError``: the page draws every unit, weight and sample.
+        them. Networks of more than 8 units in a layer or more than 5 layers of weights, and batches of more than 8
+        samples, raise ``ValueError``: the page draws every unit, weight and sample.
 
         Args:
             path: where to write the page (UTF-8), if given.
@@ -502,6 +502,10 @@ def _after_sgd_steps(report, lr, steps):
     biases), applied to a copy of the network the report describes, built from the parameters the report holds
     (copies already): the model it was made from is never touched, whatever happens here.
     """
+    with_bias = [layer.bias is not None for layer in report.layers]
+    if steps and any(with_bias) and not all(with_bias):
+        raise ValueError("explain: the page's SGD steps are bp_torch.functional.sgd_step's, which takes a network "
+                         "whose layers all have a bias or none has; this one mixes them (steps=0 records none)")
     network = nn.Sequential(*(_layer_from(layer) for layer in report.layers))
     # sgd_step's C is the mean over the mini-batch; the report's may be the sum, whose gradient is n times larger
     step_lr = lr * report.n_samples if report.reduction == "sum" else lr
@@ -661,7 +665,7 @@ def _parser():
                    help="write an interactive page: click an edge for its chain rule, step through the forward and "
                         f"backward passes, slide through SGD steps (networks up to {_page.MAX_UNITS} units per layer "
                         f"and {_page.MAX_LAYERS} layers)")
-    p.add_argument("--steps", type=_steps, default=_page.DEFAULT_STEPS,
+    p.add_argument("--steps", type=_steps,
                    help=f"SGD steps the page records, 0 to {_page.MAX_STEPS} (default {_page.DEFAULT_STEPS})")
     return p
 
@@ -678,6 +682,9 @@ def _steps(text):
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.steps is not None and not args.html:
+        parser.error("--steps sets the SGD steps of the --html page; give --html PATH.html too")
+    steps = _page.DEFAULT_STEPS if args.steps is None else args.steps
     if args.backend:
         _backend.set_backend(args.backend)
     dtype = torch.float64
@@ -746,7 +753,7 @@ def main(argv=None):
         print(f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)")
     if args.html:
         # From the report's own copies of the parameters, as they were before the step above
-        report.to_html(args.html, steps=args.steps, lr=lr, title=source)
+        report.to_html(args.html, steps=steps, lr=lr, title=source)
         print(f"\nwrote {args.html}: click an edge or a node; step through the forward and backward passes; "
-              f"slide through {args.steps} SGD steps (open it in a browser)")
+              f"slide through {steps} SGD steps (open it in a browser)")
     return 0
