@@ -244,14 +244,18 @@ def test_to_dict_is_plain_json_data():
     report = bp_torch.explain(net, x, y)
     data = json.loads(json.dumps(report.to_dict()))  # raises if anything is not plain data
     assert data["sizes"] == [3, 4, 2] and data["n_samples"] == 2 and data["dtype"] == "float64"
-    assert data["cost"] == {"name": "QuadraticCost", "reduction": "mean", "value": report.cost}
+    assert data["cost"] == {"name": "QuadraticCost", "reduction": "mean", "formula": "C = 1/2 sum_j (y_j - a^2_j)^2",
+                            "value": report.cost}
     assert [d["layer"] for d in data["layers"]] == [1, 2]
     assert [d["role"] for d in data["layers"]] == ["hidden", "output"]
     for d, layer in zip(data["layers"], report.layers):
         for key in ("dz_dw", "da_dz", "dC_da", "dC_dw", "autograd_dC_dw", "dC_db", "weight", "bias"):
             assert torch.equal(torch.tensor(d[key], dtype=torch.float64), getattr(layer, key)), key
         assert d["max_abs_diff"] == layer.max_abs_diff
-        assert d["equations"] == layer.equations
+        assert d["equations"] == layer.equations and d["labels"] == layer.labels
+    assert data["layers"][0]["labels"]["dz_dw"] == "dz^1/dw^1 = a^0"
+    assert data["layers"][0]["labels"]["da_next_da"] == "da^2/da^1 = sigma'(z^2) w^2"
+    assert data["layers"][1]["labels"]["dC_da"] == "dC/da^2 = a^2 - y (/2: C is a mean)"
     assert data["layers"][1]["dC_da_next"] is None
     assert np.array(data["layers"][0]["da_next_da"]).shape == (2, 2, 4)
 

@@ -4,10 +4,12 @@
     print(report)                               # a readable table, each value labelled with its equation
     report.to_dict()                            # the same numbers as plain lists and floats (JSON-serialisable)
     report.plot("net.png")                      # the network, edges coloured and sized by |dC/dw|
+    report.to_html("explain.html")              # the same, as a page you can click (and inline in Jupyter)
 
     python -m bp_torch.explain                  # the 2-2-2 worked example of Mazur (2015), every intermediate value
     python -m bp_torch.explain --sizes 3 4 4 2 --seed 1 --lr 0.5 --plot net.png
     python -m bp_torch.explain --checkpoint net.pt --input 0.1 0.9 --target 1 0
+    python -m bp_torch.explain --html explain.html --steps 20
 
 For layer ``l`` of ``L`` the chapter writes ``dC/dw^l = dz^l/dw^l * da^l/dz^l * dC/da^l`` with
 
@@ -28,15 +30,18 @@ The formulas it shares with the library come from :mod:`bp_torch.autograd` (``si
 ``cost(model(x), y)``, run on copies of the parameters, so the model and its ``.grad`` are left untouched.
 """
 import argparse
+import html
+import pathlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _backend
+from .. import _backend, functional
 from ..autograd import quadratic_cost_backward, sigmoid_prime_from_output
 from ..modules import QuadraticCost, SigmoidLinear, SigmoidMLP
+from . import _page
 
 __all__ = ["ExplainReport", "LayerReport", "explain", "main", "mazur_example"]
 
@@ -110,6 +115,9 @@ class LayerReport:
         index: ``l``, from 1 (the first layer) to ``L`` (the output layer)
         equations: the equation label of each quantity below, e.g. ``{"dz_dw": "(1.1)", "dC_dw": "(A)", ...}``
         formula: the product ``dC/dw^l`` written as the chapter writes it, e.g. ``"a^1 * sigma'(z^2) * (a^2 - y)"``
+        labels: each quantity below (and the update of ``w^l``, ``b^l``) written as the chapter writes it, e.g.
+            ``{"dz_dw": "dz^2/dw^2 = a^1", "da_dz": "da^2/dz^2 = sigma'(z^2) = a^2(1-a^2)", ...}``: the row labels
+            of the printed table and of the page
         z: ``z^l = w^l a^(l-1) + b^l``, ``(n, n_l)``
         a: ``a^l = sigma(z^l)``, ``(n, n_l)``
         dz_dw: (1.1) / (2.1), ``a^(l-1)``, ``(n, n_(l-1))``
@@ -128,6 +136,7 @@ class LayerReport:
     index: int
     equations: dict
     formula: str
+    labels: dict
     z: torch.Tensor
     a: torch.Tensor
     dz_dw: torch.Tensor
@@ -153,7 +162,7 @@ class LayerReport:
             "z", "a", "dz_dw", "da_dz", "dC_da", "dC_da_next", "da_next_da", "dC_dw", "autograd_dC_dw",
             "max_abs_diff", "weight", "bias", "dC_db", "autograd_dC_db", "max_abs_diff_bias")}
         return {"layer": self.index, "role": "output" if self.is_output else "hidden",
-                "equations": dict(self.equations), "formula": self.formula, **plain}
+                "equations": dict(self.equations), "formula": self.formula, "labels": dict(self.labels), **plain}
 
 
 @dataclass(eq=False)
@@ -161,7 +170,8 @@ class ExplainReport:
     """What :func:`explain` returns: the forward pass, the cost and one :class:`LayerReport` per layer.
 
     ``print(report)`` gives a table per layer; ``report.to_dict()`` plain data; ``report.plot(path)`` a picture;
-    ``report.max_abs_diff`` the largest difference between a product of factors and autograd's gradient.
+    ``report.to_html(path)`` an interactive page (and Jupyter shows it inline); ``report.max_abs_diff`` the largest
+    difference between a product of factors and autograd's gradient.
     """
 
     x: torch.Tensor
@@ -191,7 +201,7 @@ class ExplainReport:
         return {
             "sizes": list(self.sizes), "n_samples": self.n_samples, "dtype": str(self.dtype).replace("torch.", ""),
             "backend": self.backend, "cost": {"name": "QuadraticCost", "reduction": self.reduction,
-                                              "value": self.cost},
+                                              "formula": _cost_formula(len(self.layers)), "value": self.cost},
             "x": _plain(self.x), "y": _plain(self.y), "max_abs_diff": self.max_abs_diff,
             "layers": [layer.to_dict() for layer in self.layers],
         }
@@ -216,15 +226,14 @@ class ExplainReport:
             lines += _value_lines(f"w^{l}", layer.weight)
             if layer.bias is not None:
                 lines += _value_lines(f"b^{l}", layer.bias)
-            lines += _value_lines(f"z^{l} = w^{l} a^{l - 1} + b^{l}" if layer.bias is not None
-                                  else f"z^{l} = w^{l} a^{l - 1}", _per_sample(layer.z))
-            lines += _value_lines(f"a^{l} = sigma(z^{l})", _per_sample(layer.a))
+            lines += _value_lines(layer.labels["z"], _per_sample(layer.z))
+            lines += _value_lines(layer.labels["a"], _per_sample(layer.a))
         average = "averaged over the samples" if self.reduction == "mean" else "summed over the samples"
-        lines += ["", f"cost                  C = 1/2 sum_j (y_j - a^{L}_j)^2" + (f", {average}" if n > 1 else "")]
+        lines += ["", f"cost                  {_cost_formula(L)}" + (f", {average}" if n > 1 else "")]
         lines += _value_lines("y", _per_sample(self.y))
         lines += _value_lines("C", self.cost)
         for layer in reversed(self.layers):
-            lines += [""] + _layer_lines(layer, L, self.reduction, n)
+            lines += [""] + _layer_lines(layer, L, n)
         lines += ["", f"largest |product of factors - autograd| over all layers: {self.max_abs_diff:.1e}"]
         return lines
 
@@ -234,6 +243,48 @@ class ExplainReport:
         With a batch, nodes show the activations averaged over the samples. Uses matplotlib's Agg canvas."""
         _plot(self, path, title)
         return path
+
+    def to_html(self, path=None, steps=_page.DEFAULT_STEPS, lr=_page.DEFAULT_LR, title=None):
+        """The report as one interactive HTML page, self-contained (inline SVG, CSS and JavaScript; nothing is
+        fetched from the network), with its numbers embedded as JSON.
+
+        The page draws the network as :meth:`plot` does (nodes show ``a^l``, edges are coloured by ``|dC/dw|``).
+        Clicking an edge ``w^l_jk`` shows its chain, ``dz/dw (1.1)/(2.1) * da/dz (1.2)/(2.2) * dC/da`` with
+        ``dC/da`` from (1.3), or from (2.3) = (2.3.1) x (2.3.2) written out term by term, their product, autograd's
+        gradient and the difference; clicking a node shows ``z``, ``a``, ``sigma'(z)`` and ``dC/da``. Step buttons
+        walk the forward pass layer by layer, the cost, then the backward pass layer by layer and the update,
+        highlighting what each step computes. A slider moves through ``steps`` SGD steps ``W <- W - lr * dC/dW``
+        on ``x, y`` (the library's ``sgd_step``, on copies: no model changes), showing the weights, the cost and
+        the gradients as the network learns.
+
+        Every number on the page is computed here, in Python, by :func:`explain`; the page's script only shows
+        them. Networks of more than 8 units in a layer or more than 5 layers of weights, and batches of more than 8
+        samples, raise ``ValueError``: the page draws every unit, weight and sample.
+
+        Args:
+            path: where to write the page (UTF-8), if given.
+            steps: the number of SGD steps the slider moves through, 0 to 200 (default 20).
+            lr: the learning rate ``eta`` of those steps (default 0.5).
+            title: the page's first line of description (default: ``"network 2-2-2"`` and so on).
+
+        Returns:
+            The page, as a string.
+        """
+        _page.check_drawable(self.sizes, self.n_samples)
+        _page.check_steps(steps)
+        page = _page.render(_after_sgd_steps(self, lr, steps), lr, title)
+        if path is not None:
+            pathlib.Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def _repr_html_(self):
+        """Jupyter's view: the page of :meth:`to_html` in an iframe; for a network too large to draw, the short
+        repr and the reason."""
+        try:
+            _page.check_drawable(self.sizes, self.n_samples)
+        except ValueError as err:
+            return f"<pre>{html.escape(repr(self))}\n{html.escape(str(err))}</pre>"
+        return _page.notebook_frame(self.to_html())
 
 
 def _plain(value):
@@ -275,22 +326,18 @@ def _per_sample(t):
     return t[0] if t.shape[0] == 1 else t
 
 
-def _layer_lines(layer, L, reduction, n):
-    l, eq = layer.index, layer.equations
+def _layer_lines(layer, L, n):
+    l, eq, label = layer.index, layer.equations, layer.labels
     role = "output layer" if layer.is_output else "hidden layer"
     lines = [f"layer {l} of {L} ({role})   dC/dw^{l} = dz^{l}/dw^{l} * da^{l}/dz^{l} * dC/da^{l}"]
-    lines += _value_lines(f"dz^{l}/dw^{l} = a^{l - 1}", _per_sample(layer.dz_dw), eq["dz_dw"])
-    lines += _value_lines(f"da^{l}/dz^{l} = sigma'(z^{l}) = a^{l}(1-a^{l})", _per_sample(layer.da_dz), eq["da_dz"])
-    if layer.is_output:
-        scale = f" (/{n}: C is a mean)" if reduction == "mean" and n > 1 else ""
-        lines += _value_lines(f"dC/da^{l} = a^{l} - y{scale}", _per_sample(layer.dC_da), eq["dC_da"])
-    else:
-        lines += _value_lines(f"dC/da^{l + 1}", _per_sample(layer.dC_da_next), eq["dC_da_next"])
-        lines += _value_lines(f"da^{l + 1}/da^{l} = sigma'(z^{l + 1}) w^{l + 1}", _per_sample(layer.da_next_da),
-                              eq["da_next_da"])
-        lines += _value_lines(f"dC/da^{l} = (2.3.1) x (2.3.2)", _per_sample(layer.dC_da), eq["dC_da"])
+    lines += _value_lines(label["dz_dw"], _per_sample(layer.dz_dw), eq["dz_dw"])
+    lines += _value_lines(label["da_dz"], _per_sample(layer.da_dz), eq["da_dz"])
+    if not layer.is_output:
+        lines += _value_lines(label["dC_da_next"], _per_sample(layer.dC_da_next), eq["dC_da_next"])
+        lines += _value_lines(label["da_next_da"], _per_sample(layer.da_next_da), eq["da_next_da"])
+    lines += _value_lines(label["dC_da"], _per_sample(layer.dC_da), eq["dC_da"])
     summed = ", summed over the samples" if n > 1 else ""
-    lines.append(f"  {eq['dC_dw']:<8}dC/dw^{l} = {layer.formula}{summed}")
+    lines.append(f"  {eq['dC_dw']:<8}{label['dC_dw']}{summed}")
     f1, f2, f3 = eq["dz_dw"], eq["da_dz"], ("(1.3)" if layer.is_output else "(2.3)")
     if n == 1:
         header = f"  {'j':>4} {'k':>3}  {f1:>16} {f2:>16} {f3:>16}   {'product':>16} {'autograd':>16}  {'|diff|':>7}"
@@ -307,7 +354,7 @@ def _layer_lines(layer, L, reduction, n):
             lines.append(cells + f"{product:>16.10g} {reference:>16.10g}  {abs(product - reference):>7.1e}")
     lines.append(f"  {'':8}max |dC/dw^{l} - autograd| = {layer.max_abs_diff:.1e}")
     if layer.dC_db is not None:
-        lines += _value_lines(f"dC/db^{l} = 1 * sigma'(z^{l}) * dC/da^{l}", layer.dC_db)
+        lines += _value_lines(label["dC_db"], layer.dC_db)
         lines += _value_lines(f"autograd dC/db^{l}", layer.autograd_dC_db)
         lines.append(f"  {'':8}max |dC/db^{l} - autograd| = {layer.max_abs_diff_bias:.1e}")
     return lines
@@ -323,6 +370,33 @@ def _product_formula(l, L):
     for k in range(L, l, -1):
         formula += f" * sigma'(z^{k}) * w^{k}"
     return formula
+
+
+def _labels(l, L, bias, reduction, n):
+    """Each quantity of layer ``l`` written as the chapter writes it (see LayerReport.labels)."""
+    labels = {
+        "z": f"z^{l} = w^{l} a^{l - 1} + b^{l}" if bias else f"z^{l} = w^{l} a^{l - 1}",
+        "a": f"a^{l} = sigma(z^{l})",
+        "dz_dw": f"dz^{l}/dw^{l} = a^{l - 1}",
+        "da_dz": f"da^{l}/dz^{l} = sigma'(z^{l}) = a^{l}(1-a^{l})",
+        "dC_dw": f"dC/dw^{l} = {_product_formula(l, L)}",
+        "update_w": f"w^{l} <- w^{l} - eta * dC/dw^{l}",
+    }
+    if bias:
+        labels["dC_db"] = f"dC/db^{l} = 1 * sigma'(z^{l}) * dC/da^{l}"
+        labels["update_b"] = f"b^{l} <- b^{l} - eta * dC/db^{l}"
+    if l == L:
+        mean = f" (/{n}: C is a mean)" if reduction == "mean" and n > 1 else ""
+        labels["dC_da"] = f"dC/da^{l} = a^{l} - y{mean}"
+    else:
+        labels["dC_da_next"] = f"dC/da^{l + 1}"
+        labels["da_next_da"] = f"da^{l + 1}/da^{l} = sigma'(z^{l + 1}) w^{l + 1}"
+        labels["dC_da"] = f"dC/da^{l} = (2.3.1) x (2.3.2)"
+    return labels
+
+
+def _cost_formula(L):
+    return f"C = 1/2 sum_j (y_j - a^{L}_j)^2"
 
 
 def _equations(l, L):
@@ -409,6 +483,7 @@ def explain(model, x, y, cost=None):
             dC_db = None if biases[l - 1] is None else torch.einsum("nj,nj->j", da_dz, dC_da)  # dz/db = 1
             reports.append(LayerReport(
                 index=l, equations=_equations(l, L), formula=_product_formula(l, L),
+                labels=_labels(l, L, biases[l - 1] is not None, cost_module.reduction, x.shape[0]),
                 z=F.linear(a[l - 1], weights[l - 1], biases[l - 1]), a=a[l],
                 dz_dw=dz_dw, da_dz=da_dz, dC_da=dC_da, dC_da_next=dC_da_next, da_next_da=da_next_da,
                 dC_dw=dC_dw, autograd_dC_dw=autograd_w[l - 1],
@@ -418,6 +493,41 @@ def explain(model, x, y, cost=None):
     sizes = [layers[0].in_features] + [layer.out_features for layer in layers]
     return ExplainReport(x=x, y=y, sizes=sizes, reduction=cost_module.reduction, cost=cost_value.item(),
                          layers=reports[::-1], backend=_backend.backend())
+
+
+def _after_sgd_steps(report, lr, steps):
+    """``report``, then the report after each of ``steps`` steps of gradient descent on its ``x, y``.
+
+    The steps are the library's own update, :func:`bp_torch.functional.sgd_step` (``W <- W - lr * dC/dW`` and the
+    biases), applied to a copy of the network the report describes, built from the parameters the report holds
+    (copies already): the model it was made from is never touched, whatever happens here.
+    """
+    with_bias = [layer.bias is not None for layer in report.layers]
+    if steps and any(with_bias) and not all(with_bias):
+        raise ValueError("explain: the page's SGD steps are bp_torch.functional.sgd_step's, which takes a network "
+                         "whose layers all have a bias or none has; this one mixes them (steps=0 records none)")
+    network = nn.Sequential(*(_layer_from(layer) for layer in report.layers))
+    # sgd_step's C is the mean over the mini-batch; the report's may be the sum, whose gradient is n times larger
+    step_lr = lr * report.n_samples if report.reduction == "sum" else lr
+    reports = [report]
+    for _ in range(steps):
+        functional.sgd_step(report.x, report.y, [layer.weight for layer in network],
+                            [layer.bias for layer in network], step_lr)
+        reports.append(explain(network, report.x, report.y, cost=report.reduction))
+    return reports
+
+
+def _layer_from(layer_report):
+    """A SigmoidLinear holding copies of the report's w^l and b^l. Made on the meta device and then filled, so
+    nothing draws from torch's random generator: recording the steps leaves the caller's random stream alone."""
+    out_features, in_features = layer_report.weight.shape
+    layer = SigmoidLinear(in_features, out_features, bias=layer_report.bias is not None, device="meta",
+                          dtype=layer_report.weight.dtype).to_empty(device=layer_report.weight.device)
+    with torch.no_grad():
+        layer.weight.copy_(layer_report.weight)
+        if layer_report.bias is not None:
+            layer.bias.copy_(layer_report.bias)
+    return layer
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -551,11 +661,30 @@ def _parser():
     p.add_argument("--target", type=float, nargs="+", metavar="Y", help="the target y (default: random, or Mazur's)")
     p.add_argument("--backend", choices=_backend.available_backends(), help="bp_torch backend (default: active)")
     p.add_argument("--plot", metavar="PATH.png", help="draw the network, edges coloured and sized by |dC/dw|")
+    p.add_argument("--html", metavar="PATH.html",
+                   help="write an interactive page: click an edge for its chain rule, step through the forward and "
+                        f"backward passes, slide through SGD steps (networks up to {_page.MAX_UNITS} units per layer "
+                        f"and {_page.MAX_LAYERS} layers)")
+    p.add_argument("--steps", type=_steps,
+                   help=f"SGD steps the page records, 0 to {_page.MAX_STEPS} (default {_page.DEFAULT_STEPS})")
     return p
 
 
+def _steps(text):
+    try:
+        steps = int(text)
+        _page.check_steps(steps)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {_page.MAX_STEPS}, got {text!r}")
+    return steps
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.steps is not None and not args.html:
+        parser.error("--steps sets the SGD steps of the --html page; give --html PATH.html too")
+    steps = _page.DEFAULT_STEPS if args.steps is None else args.steps
     if args.backend:
         _backend.set_backend(args.backend)
     dtype = torch.float64
@@ -585,6 +714,11 @@ def main(argv=None):
         y = torch.tensor(args.target, dtype=dtype)
     if args.lr is not None:
         lr = args.lr
+    if args.html:
+        try:  # before the report is printed: a network the page cannot draw is a usage error, in one line
+            _page.check_drawable(model.sizes, n_samples=1, elsewhere="without --html, the command (and --plot) shows")
+        except ValueError as err:
+            parser.exit(2, f"{parser.prog}: error: {str(err).removeprefix('explain: ')}\n")
     try:
         report = explain(model, x, y)
     except (TypeError, ValueError) as err:
@@ -617,4 +751,9 @@ def main(argv=None):
     if args.plot:
         report.plot(args.plot)
         print(f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)")
+    if args.html:
+        # From the report's own copies of the parameters, as they were before the step above
+        report.to_html(args.html, steps=steps, lr=lr, title=source)
+        print(f"\nwrote {args.html}: click an edge or a node; step through the forward and backward passes; "
+              f"slide through {steps} SGD steps (open it in a browser)")
     return 0
