@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import bp_torch
-from common import compare
+from common import compare, plain_torch_mlp
 
 SIZES, BATCH, LR = [784, 30, 10], 10, 3.0
 
@@ -41,10 +41,7 @@ def synthetic_data(n, seed=0):
 
 
 def torch_epoch(x, y):
-    layers = []
-    for n_in, n_out in zip(SIZES, SIZES[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.Sigmoid()]
-    model = nn.Sequential(*layers)
+    model = plain_torch_mlp(SIZES)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
 
     def run():

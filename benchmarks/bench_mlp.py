@@ -20,20 +20,16 @@ throughput on the same shapes, measured in the same run. Prints markdown tables.
 import argparse
 
 import torch
-from torch import nn
 
 import bp_torch
-from common import compare
+from common import compare, plain_torch_mlp
 
 CASES = [([784, 30, 10], 10), ([784, 100, 10], 10), ([1024, 1024, 1024, 10], 256)]
 LR = 3.0
 
 
 def torch_step(sizes, x, y):
-    layers = []
-    for n_in, n_out in zip(sizes, sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.Sigmoid()]
-    model = nn.Sequential(*layers)
+    model = plain_torch_mlp(sizes)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
 
     def run():

@@ -4,6 +4,8 @@ import random
 import statistics
 import time
 
+from torch import nn
+
 
 def calibrate(fn, target_s=0.01):
     """How many calls of fn take about target_s."""
@@ -35,3 +37,8 @@ def compare(variants, baseline, rounds=31, target_s=0.01, seed=0):
             times[name].append((time.perf_counter() - start) / calls)
     return {name: (statistics.median(t), statistics.median(a / b for a, b in zip(t, times[baseline])))
             for name, t in times.items()}
+
+
+def plain_torch_mlp(sizes):
+    """The plain-torch network that bp_torch's SigmoidMLP replaces: nn.Linear + nn.Sigmoid per layer."""
+    return nn.Sequential(*[m for n_in, n_out in zip(sizes, sizes[1:]) for m in (nn.Linear(n_in, n_out), nn.Sigmoid())])

@@ -179,7 +179,8 @@ SGD_EPOCH_CASES = {
                 f"{SE}: perm must have shape [5] (one index per sample of x), got []"),
     "perm-device": (lambda: sgd_epoch(perm=torch.arange(5, device="meta")), ValueError,
                     f"{SE}: x and perm must be on the same device, got cpu and meta"),
-    "perm-repeat": (lambda: sgd_epoch(perm=torch.tensor([0, 1, 2, 1, 4])), ValueError, PERM_ERROR + "perm[3] = 1, a repeat"),
+    "perm-repeat": (lambda: sgd_epoch(perm=torch.tensor([0, 1, 2, 1, 4])), ValueError,
+                    PERM_ERROR + "perm[3] = 1, a repeat"),
     "perm-too-large": (lambda: sgd_epoch(perm=torch.tensor([0, 1, 5, 3, 4])), ValueError, PERM_ERROR + "perm[2] = 5"),
     "perm-negative": (lambda: sgd_epoch(perm=torch.tensor([0, -1, 2, 3, 4])), ValueError, PERM_ERROR + "perm[1] = -1"),
     "perm-repeat-first": (lambda: sgd_epoch(perm=torch.tensor([2, 2, 9, 9, 4])), ValueError,
@@ -275,7 +276,8 @@ BACKWARD_CASES = {
                        REDUCTION_ERROR + "'avg'"),
     "cost-0d": (lambda d: ops.quadratic_cost_backward(*on(d, x_(), x_(), x_()), "sum", [True] * 2), ValueError,
                 f"{QC}: input must have at least 1 dimension (*, n_outputs), got a 0-d tensor"),
-    "epoch-batch-0": (lambda d: sgd_epoch_op(d, batch_size=0), ValueError, f"{SE}: batch_size must be at least 1, got 0"),
+    "epoch-batch-0": (lambda d: sgd_epoch_op(d, batch_size=0), ValueError,
+                      f"{SE}: batch_size must be at least 1, got 0"),
     "epoch-perm-int32": (lambda d: sgd_epoch_op(d, perm=torch.arange(5, dtype=torch.int32)), TypeError,
                          f"{SE}: perm must be a torch.int64 tensor, got torch.int32"),
     "epoch-perm-short": (lambda d: sgd_epoch_op(d, perm=torch.arange(4)), ValueError,
@@ -290,7 +292,8 @@ BACKWARD_CASES = {
 def sgd_epoch_op(device, y=None, biases=None, batch_size=2, perm=None):
     """The op itself, all its tensors on `device`, with one argument changed."""
     weights, default_biases = [x_(3, 4), x_(2, 3)], [x_(3), x_(2)]
-    tensors = on(device, x_(5, 4), x_(5, 2) if y is None else y, *weights, *(default_biases if biases is None else biases))
+    biases = default_biases if biases is None else biases
+    tensors = on(device, x_(5, 4), x_(5, 2) if y is None else y, *weights, *biases)
     perm = None if perm is None else perm.to(device)
     return ops.sigmoid_mlp_sgd_epoch(tensors[0], tensors[1], tensors[2:4], tensors[4:], 0.1, batch_size, perm)
 

@@ -472,7 +472,8 @@ BP_TORCH_INLINE void forward_impl(const Net<T>& net, const T* x, T* const* acts,
         bias_sigmoid_inplace<T>(end - begin, out, bias, acts[l] + begin * out);
       });
     } else {
-      layer_z<T, N>(net.n, in, out, a_prev, net.weights[l], acts[l], l == 0 ? prefetch : nullptr);  // z^l = w^l a^(l-1) ...
+      // z^l = w^l a^(l-1) ...
+      layer_z<T, N>(net.n, in, out, a_prev, net.weights[l], acts[l], l == 0 ? prefetch : nullptr);
       bias_sigmoid_inplace<T>(net.n, out, bias, acts[l]);                     // a^l = sigma(z^l + b^l)
     }
     a_prev = acts[l];
