@@ -158,6 +158,19 @@ def test_sgd_epoch_on_non_contiguous_data():
         assert_same_parameters(net, expected_net)
 
 
+@pytest.mark.parametrize("batch_size", [2**40, 2**63 - 1])
+def test_sgd_epoch_with_a_batch_size_far_beyond_n_is_one_step(batch_size):
+    """One mini-batch of all n samples: nothing sized by batch_size itself is allocated, and ceil(n / batch_size)
+    does not overflow."""
+    sizes, n = [6, 5, 3], 7
+    x, y = data(sizes, n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(12))
+    net, net_ref = make_net(sizes), make_net(sizes)
+    costs = F.sgd_epoch(x, y, [layer.weight for layer in net], [layer.bias for layer in net], 0.5, batch_size, perm)
+    assert torch.equal(costs, net_ref.sgd_step(x[perm], y[perm], 0.5).reshape(1))
+    assert_same_parameters(net, net_ref)
+
+
 def test_sgd_epoch_of_no_samples_changes_nothing():
     net = make_net([5, 4, 3])
     before = copy.deepcopy(net)
