@@ -177,5 +177,7 @@ class SigmoidMLP(nn.Sequential):
 
         Shapes: ``x: (n, sizes[0])``, ``y: (n, sizes[-1])``; returns ``(ceil(n / batch_size),)``.
         """
-        perm = torch.randperm(x.shape[0], generator=generator, device=x.device) if shuffle else None
+        # A 0-d x has no samples to shuffle: the checks then say what x must be, rather than x.shape[0] failing.
+        n = x.shape[0] if x.dim() > 0 else 0
+        perm = torch.randperm(n, generator=generator, device=x.device) if shuffle else None
         return F._sgd_epoch(x, y, *self._parameter_lists(), lr, batch_size, perm)

@@ -165,6 +165,8 @@ SGD_EPOCH_CASES = {
     "batch-bool": (lambda: sgd_epoch(batch_size=True), TypeError, f"{SE}: batch_size must be an int, got bool"),
     "batch-tensor": (lambda: sgd_epoch(batch_size=torch.tensor(2)), TypeError,
                      f"{SE}: batch_size must be an int, got Tensor"),
+    "module-x-0d": (lambda: bp_torch.SigmoidMLP(NET).sgd_epoch(torch.tensor(1.0), x_(5, 2), 0.1, 2), ValueError,
+                    f"{SE}: x must be 2-D (batch, 4), got shape []"),
     "module-batch-0": (lambda: bp_torch.SigmoidMLP(NET).sgd_epoch(x_(5, 4), x_(5, 2), 0.1, 0), ValueError,
                        f"{SE}: batch_size must be at least 1, got 0"),
     "perm-int32": (lambda: sgd_epoch(perm=torch.arange(5, dtype=torch.int32)), TypeError,
