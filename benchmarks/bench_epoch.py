@@ -12,14 +12,17 @@ shuffled order; the table gives the median time and the median of the per-round 
 2. ``autograd loop``: the same loop on ``bp_torch.SigmoidMLP`` + ``bp_torch.QuadraticCost``;
 3. ``sgd_step loop``: ``SigmoidMLP.sgd_step(x[index], y[index], lr)`` per mini-batch, as ``train_digits.py`` did
    with ``--fused`` before ``sgd_epoch``;
-4. ``sgd_epoch``: ``SigmoidMLP.sgd_epoch(x, y, lr, 10)``, one op call for the epoch (randperm included);
-5. ``n/b x sgd_step op``: the ``bp_torch::sigmoid_mlp_sgd_step`` op called n/b times on one mini-batch that stays
+4. ``sgd_epoch``: ``SigmoidMLP.sgd_epoch(x, y, lr, 10)``, one op call for the epoch (randperm included), with
+   torch's threads (its second thread partners a long epoch: it gathers mini-batches ahead and takes a third of each
+   large product);
+5. ``sgd_epoch, 1 thread``: the same under ``torch.set_num_threads(1)``, no partner;
+6. ``n/b x sgd_step op``: the ``bp_torch::sigmoid_mlp_sgd_step`` op called n/b times on one mini-batch that stays
    in cache: the floor that sgd_epoch is held to (within 1.3x);
-6. ``jax``, only when JAX is importable: the whole epoch as one ``jax.jit``-compiled ``lax.scan`` over the
+7. ``jax``, only when JAX is importable: the whole epoch as one ``jax.jit``-compiled ``lax.scan`` over the
    mini-batches of ``x[perm]``, what a speed-minded JAX user writes.
 
 Then it times 30 epochs of ``sgd_epoch`` on 60,000 samples, as ``train_digits.py --dataset mnist --fused`` trains
-(the bar: under 2.5 s on this 2-core machine).
+(the bar: under 2.5 s on this 2-core machine), with torch's threads, then on one thread.
 """
 import argparse
 import time
@@ -78,6 +81,19 @@ def sgd_step_loop_epoch(x, y):
 def sgd_epoch(x, y):
     net = bp_torch.SigmoidMLP(SIZES)
     return lambda: net.sgd_epoch(x, y, LR, BATCH)
+
+
+def sgd_epoch_one_thread(x, y):
+    net = bp_torch.SigmoidMLP(SIZES)
+
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            net.sgd_epoch(x, y, LR, BATCH)
+        finally:
+            torch.set_num_threads(threads)
+    return run
 
 
 def sgd_step_op_floor(x, y):
@@ -146,6 +162,7 @@ def main():
         "autograd loop": autograd_epoch(x, y),
         "sgd_step loop": sgd_step_loop_epoch(x, y),
         "sgd_epoch": sgd_epoch(x, y),
+        "sgd_epoch, 1 thread": sgd_epoch_one_thread(x, y),
         "n/b x sgd_step op": sgd_step_op_floor(x, y),
     }
     try:
@@ -168,15 +185,20 @@ def main():
         print(f"- jax / sgd_epoch = {results['jax'][1]:.2f}x (bar >= 3x)")
 
     x, y = synthetic_data(args.full_samples, seed=1)
-    net = bp_torch.SigmoidMLP(SIZES)
-    net.sgd_epoch(x[:1000], y[:1000], LR, BATCH)                  # warm up
-    start = time.perf_counter()
-    for _ in range(args.epochs):
-        net.sgd_epoch(x, y, LR, BATCH)
-    seconds = time.perf_counter() - start
-    print(f"\n{args.epochs} epochs of sgd_epoch on {args.full_samples} samples: {seconds:.2f} s "
-          f"({seconds / args.epochs:.3f} s/epoch, {1e6 * seconds / (args.epochs * args.full_samples / BATCH):.1f} "
-          f"us/step; bar: under 2.5 s for 30 epochs of 60000)")
+    print(f"\n{args.epochs} epochs of sgd_epoch on {args.full_samples} samples (bar: under 2.5 s for 30 epochs of "
+          f"60000):")
+    threads = torch.get_num_threads()
+    for label, n_threads in [(f"{threads} threads", threads), ("1 thread", 1)]:
+        torch.set_num_threads(n_threads)
+        net = bp_torch.SigmoidMLP(SIZES)
+        net.sgd_epoch(x[:1000], y[:1000], LR, BATCH)              # warm up
+        start = time.perf_counter()
+        for _ in range(args.epochs):
+            net.sgd_epoch(x, y, LR, BATCH)
+        seconds = time.perf_counter() - start
+        steps = args.epochs * args.full_samples / BATCH
+        print(f"- {label}: {seconds:.2f} s ({seconds / args.epochs:.3f} s/epoch, {1e6 * seconds / steps:.1f} us/step)")
+    torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ the Python backend the same torch ops), and it must equal the numpy re-statement
 """
 import copy
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -245,3 +246,86 @@ def _opcheck_cases():
 def test_opcheck(case):
     results = opcheck(ops.sigmoid_mlp_sgd_epoch.default, _opcheck_cases()[case])
     assert set(results.values()) == {"SUCCESS"}
+
+
+# Long epochs on the C++ backend get a partner thread where torch has two (csrc/cpu/sigmoid_mlp.cpp, Partner and
+# BatchRing): from 1,024 mini-batches on, it gathers the next mini-batches and takes a third of each product of
+# 32k multiply-adds or more. The results must not depend on it: same kernels, same blocks, same rows.
+PARTNER_MIN_BATCHES = 1024
+PARTNERED = {
+    # Nielsen's network: its hidden layer's 30 neurons split 20 / 10 (blocks of 5 rows with AVX-512, of 3 with AVX2).
+    "nielsen": ([784, 30, 10], 10),
+    # Three split products of other shapes (AVX-512 splits): 160 neurons (110 / 50), 40 (30 / 10) and the 160
+    # columns of delta^1 = (W^2)^T delta^2 sigma' (128 / 32).
+    "uneven": ([300, 160, 40, 10], 8),
+}
+
+
+@pytest.fixture
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.backends("cpp")
+@pytest.mark.parametrize("layout", ["contiguous", "strided-rows"])
+@pytest.mark.parametrize("shuffled", [True, False], ids=["perm", "in-order"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", list(PARTNERED))
+def test_partnered_epoch_is_exactly_a_loop_of_sgd_step(case, dtype, shuffled, layout, two_threads):
+    sizes, batch_size = PARTNERED[case]
+    n = PARTNER_MIN_BATCHES * batch_size + 7                 # and a partial last mini-batch
+    x, y = data(sizes, n, dtype)
+    if layout == "strided-rows":                             # rows of a wider tensor: gathered, never copied whole
+        x = torch.cat([x, torch.zeros(n, 3, dtype=dtype)], 1)[:, :sizes[0]]
+        y = torch.cat([y, torch.zeros(n, 1, dtype=dtype)], 1)[:, :sizes[-1]]
+        assert not x.is_contiguous() and x.stride(1) == 1
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(13)) if shuffled else None
+    net = make_net(sizes, dtype=dtype)
+    net_one_thread, net_ref = copy.deepcopy(net), copy.deepcopy(net)
+    weights, biases = [layer.weight for layer in net], [layer.bias for layer in net]
+    costs = F.sgd_epoch(x, y, weights, biases, 3.0, batch_size, perm)
+
+    torch.set_num_threads(1)                                 # no partner
+    costs_one_thread = F.sgd_epoch(x, y, [layer.weight for layer in net_one_thread],
+                                   [layer.bias for layer in net_one_thread], 3.0, batch_size, perm)
+    expected = step_loop(net_ref, x, y, 3.0, batch_size, perm)
+    assert torch.equal(costs_one_thread, expected)
+    assert torch.equal(costs, expected)
+    assert_same_parameters(net, net_ref)
+
+
+@pytest.mark.backends("cpp")
+def test_partnered_epoch_is_exact_while_other_threads_compete_for_the_cores(two_threads):
+    """Two Python threads run large matrix products throughout (the GIL released): the partner loses its core now
+    and then, so jobs are taken back, waited for and stalled on, and mini-batches gathered by either thread."""
+    sizes, batch_size = PARTNERED["nielsen"]
+    n = 2 * PARTNER_MIN_BATCHES * batch_size
+    x, y = data(sizes, n, torch.float32)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(14))
+    net = make_net(sizes, dtype=torch.float32)
+    net_ref = copy.deepcopy(net)
+    stop = threading.Event()
+
+    def compete():
+        a = torch.rand(300, 300)
+        while not stop.is_set():
+            a = torch.tanh(a @ a)
+
+    competitors = [threading.Thread(target=compete) for _ in range(2)]
+    for t in competitors:
+        t.start()
+    try:
+        costs = [net.sgd_epoch(x, y, 3.0, batch_size, generator=torch.Generator().manual_seed(15))
+                 for _ in range(3)]
+    finally:
+        stop.set()
+        for t in competitors:
+            t.join()
+    torch.set_num_threads(1)
+    for epoch in range(3):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(15))
+        assert torch.equal(costs[epoch], step_loop(net_ref, x, y, 3.0, batch_size, perm))
+    assert_same_parameters(net, net_ref)
