@@ -707,6 +707,9 @@ class BatchRing {
   // Consumer: done with mini-batch k, whose slot may now take k + kSlots.
   void consumed(int64_t k) { consumed_.store(k + 1, std::memory_order_release); }
 
+  // Producer: whether the mini-batch after the consumer's current one is gathered already.
+  bool next_ready() const { return next_ - 1 > consumed_.load(std::memory_order_acquire); }
+
   // Producer: copies one row of the next mini-batch that is due; false if none is due now (all slots ahead are
   // full, or the epoch has no more).
   bool gather_one_row() {
@@ -823,11 +826,13 @@ void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y
   };
   if (!partnered) return train();
 
-  // The partner's loop: jobs first (the training thread is waiting on them), rows of mini-batches ahead between
-  // them, until the training is over.
+  // The partner's loop, until the training is over: the next mini-batch first, then jobs, then mini-batches
+  // further ahead. A mini-batch not ready costs the training thread a cold gather (about 6 us), a job not taken
+  // only its own arithmetic (2-3 us): jobs first lost 55% of the mini-batches to the training thread, this order
+  // under 2% (and a third of the jobs), 13.7 against 14.6 us a step (one C++ process, interleaved, 7 rounds).
   const auto assist = [&] {
     for (int idle = 0; !finished.load(std::memory_order_acquire);) {
-      if (partner.run_job() || ring->gather_one_row()) {
+      if ((ring->next_ready() && partner.run_job()) || ring->gather_one_row() || partner.run_job()) {
         idle = 0;
       } else {
         Partner::relax(idle);
