@@ -306,10 +306,12 @@ BP_TORCH_INLINE void split_over_threads(int64_t macs, int64_t size, int64_t alig
   });
 }
 
-// The second thread of an epoch (sgd_epoch_impl), lent to each of its steps: it takes the last third of each large
-// product while the training thread computes the first two thirds. A third, not a half, because the partner also
-// gathers the next mini-batches (BatchRing): at [784, 30, 10] a shuffled step took 12.2 us with a third, 14.0 with
-// a half (interleaved, 11 rounds, Zen 4). A product is posted as a job, which the partner takes up when it is free.
+// The second thread of an epoch (sgd_epoch_impl), lent to each of its steps: it takes the last sixth of each large
+// product while the training thread computes the rest. Only a sixth because its first task is to gather the next
+// mini-batches (BatchRing), which is bound by memory bandwidth (a random 3 KB row takes 0.35-0.55 us to copy here,
+// prefetched or not): at [784, 30, 10] a shuffled step took 12.4-13.3 us with a sixth, 14.1-14.3 with a third,
+// 13.4-13.6 with a half (one C++ process, interleaved, 7 rounds, twice; Zen 4). A product is posted as a job, which
+// the partner takes up when it is free.
 // The training thread never waits for a job that has not started: if the partner has not taken it up by the time
 // the first part is done, the training thread runs it itself. Only a job in progress is waited for, and if that wait
 // outlasts the pauses of a busy-wait (the partner lost its core to another process, say), the training thread
@@ -326,7 +328,7 @@ class Partner {
   // the same order, whichever thread runs it: the result does not depend on the split, as in split_over_threads).
   template <typename F>
   void split(int64_t size, int64_t align, const F& fn) {
-    const int64_t mid = ((2 * size + 2) / 3 + align - 1) / align * align;
+    const int64_t mid = ((5 * size + 5) / 6 + align - 1) / align * align;
     if (mid >= size || stalled_ > 0) {
       stalled_ -= stalled_ > 0;
       return fn(0, size);
@@ -683,7 +685,8 @@ BP_TORCH_INLINE void gather_rows(const T* x, int64_t x_row, int64_t in, const T*
 // The training thread never waits for a slot: a mini-batch that is not ready it gathers itself, as without the
 // ring. Every step sees exactly the rows x[order[k b ..]], wherever they were copied. After each row it copies, the
 // partner prefetches the same row of the mini-batch after, whose memory latency then passes while it works: a
-// shuffled step took 12.3 us with that prefetch, 13.2 without (interleaved, 7 rounds).
+// shuffled step took 12.3 us with that prefetch, 13.2 without (interleaved, 7 rounds, when the partner took a third
+// of each product before the next mini-batch).
 //
 // Protocol (one producer, one consumer): slot k % kSlots holds mini-batch k once ready_[k % kSlots] == k; the
 // producer writes mini-batch k there only after the consumer has finished mini-batch k - kSlots (consumed_ > that).
@@ -776,7 +779,7 @@ bool step_stays_on_one_thread(const Net<T>& net, int64_t batch) {
 // own rows are used where they lie.
 //
 // Where torch has a second thread and the epoch is long, that thread partners it: it gathers the next mini-batches
-// (BatchRing) and takes a third of each large product of every step (Partner). Measured at [784, 30, 10],
+// (BatchRing) and takes a sixth of each large product of every step (Partner). Measured at [784, 30, 10],
 // mini-batch 10, 60,000 shuffled samples, in one C++ process, interleaved (11 rounds, Zen 4): 22.4 us a step
 // alone, 12.2 partnered. The results are the same either way, bit for bit.
 template <typename T, int N>
@@ -829,7 +832,8 @@ void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y
   // The partner's loop, until the training is over: the next mini-batch first, then jobs, then mini-batches
   // further ahead. A mini-batch not ready costs the training thread a cold gather (about 6 us), a job not taken
   // only its own arithmetic (2-3 us): jobs first lost 55% of the mini-batches to the training thread, this order
-  // under 2% (and a third of the jobs), 13.7 against 14.6 us a step (one C++ process, interleaved, 7 rounds).
+  // under 2% (the training thread then ran a third of the jobs itself), 13.7 against 14.6 us a step (one C++
+  // process, interleaved, 7 rounds).
   const auto assist = [&] {
     for (int idle = 0; !finished.load(std::memory_order_acquire);) {
       if ((ring->next_ready() && partner.run_job()) || ring->gather_one_row() || partner.run_job()) {
