@@ -22,9 +22,12 @@ shuffled order; the table gives the median time and the median of the per-round 
    mini-batches of ``x[perm]``, what a speed-minded JAX user writes.
 
 Then it times 30 epochs of ``sgd_epoch`` on 60,000 samples, as ``train_digits.py --dataset mnist --fused`` trains
-(the bar: under 2.5 s on this 2-core machine), with torch's threads, then on one thread.
+(the bar: under 2.5 s on this 2-core machine), with torch's threads and on one thread, alternately, three times:
+the median and every run are printed (one 30-epoch run takes seconds, long enough for this shared machine to
+change pace in the middle of it).
 """
 import argparse
+import statistics
 import time
 
 import torch
@@ -152,6 +155,7 @@ def main():
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     p.add_argument("--full-samples", type=int, default=60_000, help="samples of the 30-epoch run (default 60000)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of the 30-epoch run (default 30)")
+    p.add_argument("--repeats", type=int, default=3, help="30-epoch runs per thread count (default 3)")
     args = p.parse_args()
     if "cpp" not in bp_torch.available_backends():
         raise SystemExit("bench_epoch: the C++ extension is not built")
@@ -186,19 +190,25 @@ def main():
 
     x, y = synthetic_data(args.full_samples, seed=1)
     print(f"\n{args.epochs} epochs of sgd_epoch on {args.full_samples} samples (bar: under 2.5 s for 30 epochs of "
-          f"60000):")
+          f"60000), {args.repeats} runs each, alternating:")
     threads = torch.get_num_threads()
-    for label, n_threads in [(f"{threads} threads", threads), ("1 thread", 1)]:
-        torch.set_num_threads(n_threads)
-        net = bp_torch.SigmoidMLP(SIZES)
-        net.sgd_epoch(x[:1000], y[:1000], LR, BATCH)              # warm up
-        start = time.perf_counter()
-        for _ in range(args.epochs):
-            net.sgd_epoch(x, y, LR, BATCH)
-        seconds = time.perf_counter() - start
-        steps = args.epochs * args.full_samples / BATCH
-        print(f"- {label}: {seconds:.2f} s ({seconds / args.epochs:.3f} s/epoch, {1e6 * seconds / steps:.1f} us/step)")
+    counts = {f"{threads} threads": threads, "1 thread": 1}
+    runs = {label: [] for label in counts}
+    for _ in range(args.repeats):
+        for label, n_threads in counts.items():
+            torch.set_num_threads(n_threads)
+            net = bp_torch.SigmoidMLP(SIZES)
+            net.sgd_epoch(x[:1000], y[:1000], LR, BATCH)          # warm up
+            start = time.perf_counter()
+            for _ in range(args.epochs):
+                net.sgd_epoch(x, y, LR, BATCH)
+            runs[label].append(time.perf_counter() - start)
     torch.set_num_threads(threads)
+    steps = args.epochs * args.full_samples / BATCH
+    for label, seconds in runs.items():
+        median = statistics.median(seconds)
+        print(f"- {label}: median {median:.2f} s ({1e6 * median / steps:.1f} us/step); runs: "
+              + ", ".join(f"{s:.2f}" for s in seconds))
 
 
 if __name__ == "__main__":
