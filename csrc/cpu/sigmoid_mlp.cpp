@@ -99,8 +99,9 @@ struct Simd {
 
 // The register blocks of the loops below. dot_block: 4 x 3 accumulators fill AVX2's 16 registers with the 3 loaded
 // rows of B and 1 of A; AVX-512 has 32 registers. axpy_block: RI rows of C by CV vectors. With AVX-512 both blocks
-// are 5 rows of W deep, so Nielsen's 30 hidden neurons split into two halves of whole blocks (see Partner); 5 x 4
-// was also no slower than 6 x 4 for dC/dW (6.3 against 7.0 us on a Zen 4, [784, 30] at mini-batch 10).
+// are 5 rows of W deep, so the split of Nielsen's 30 hidden neurons with an epoch's partner thread (25 / 5, see
+// Partner) falls on whole blocks of both products; 5 x 4 was also no slower than 6 x 4 for dC/dW (6.3 against
+// 7.0 us on a Zen 4, [784, 30] at mini-batch 10).
 template <typename T, int N>
 struct Blocks {
   static constexpr bool kWide = N * sizeof(T) == 64;
@@ -308,8 +309,8 @@ BP_TORCH_INLINE void split_over_threads(int64_t macs, int64_t size, int64_t alig
 
 // The second thread of an epoch (sgd_epoch_impl), lent to each of its steps: it takes the last sixth of each large
 // product while the training thread computes the rest. Only a sixth because its first task is to gather the next
-// mini-batches (BatchRing), which is bound by memory bandwidth (a random 3 KB row takes 0.35-0.55 us to copy here,
-// prefetched or not): at [784, 30, 10] a shuffled step took 12.4-13.3 us with a sixth, 14.1-14.3 with a third,
+// mini-batches (BatchRing), which is bound by memory bandwidth (a random 3 KB row takes 0.55-0.7 us to copy here,
+// prefetched or not, with 4 KiB pages): at [784, 30, 10] a shuffled step took 12.4-13.3 us with a sixth, 14.1-14.3 with a third,
 // 13.4-13.6 with a half (one C++ process, interleaved, 7 rounds, twice; Zen 4). A product is posted as a job, which
 // the partner takes up when it is free.
 // The training thread never waits for a job that has not started: if the partner has not taken it up by the time
@@ -559,8 +560,8 @@ class Workspace {
   T* data_ = reinterpret_cast<T*>(stack_);
 };
 
-// `prefetch`, if given, runs during the first layer's product (see RowPrefetch); `partner`, if given, takes half of
-// each large product (see Partner).
+// `prefetch`, if given, runs during the first layer's product (see RowPrefetch); `partner`, if given, takes a share
+// of each large product (see Partner).
 template <typename T, int N>
 BP_TORCH_INLINE void forward_impl(const Net<T>& net, const T* x, T* const* acts, RowPrefetch<T>* prefetch = nullptr,
                                   Partner* partner = nullptr) {
@@ -775,13 +776,13 @@ bool step_stays_on_one_thread(const Net<T>& net, int64_t batch) {
 // One epoch of update_mini_batch: mini-batches of `batch` samples taken in `order` (null: 0, 1, .., n-1), the last
 // one smaller when `batch` does not divide n; costs[k] = mini-batch k's cost before its update. Each mini-batch's
 // rows are gathered into one small buffer, which is exactly x[order[k*batch : (k+1)*batch]], and sgd_step_impl
-// takes it: every step is the one the sgd_step op would take on that slice, bit for bit. In order and alone, x's
-// own rows are used where they lie.
+// takes it: every step is the one the sgd_step op would take on that slice, bit for bit. In order, x's own rows are
+// used where they lie, unless the partner below has gathered them.
 //
 // Where torch has a second thread and the epoch is long, that thread partners it: it gathers the next mini-batches
-// (BatchRing) and takes a sixth of each large product of every step (Partner). Measured at [784, 30, 10],
-// mini-batch 10, 60,000 shuffled samples, in one C++ process, interleaved (11 rounds, Zen 4): 22.4 us a step
-// alone, 12.2 partnered. The results are the same either way, bit for bit.
+// (BatchRing) and takes a sixth of each large product of every step (Partner). `bash benchmarks/epoch_steps.sh`,
+// [784, 30, 10] at mini-batch 10 on 60,000 shuffled samples (11 interleaved rounds, Zen 4): 22.9 us a step alone,
+// 13.7 partnered. The results are the same either way, bit for bit.
 template <typename T, int N>
 void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y_row, const int64_t* order,
                     int64_t n, int64_t batch, T lr, T* costs) {
@@ -795,13 +796,14 @@ void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y
   std::atomic<bool> finished{false};
   if (partnered) ring.emplace(x, x_row, in, y, y_row, out, order, n, batch);
 
+  // The training thread's own gathering buffer, allocated here, outside the parallel region below. 64-byte
+  // aligned, as torch allocates x[index]: the kernels' vector loads then split no cache line where the rows' own
+  // alignment allows it (a shuffled [784, 30, 10] step took 25.5 us with a 16-byte aligned buffer, 15.9 with this
+  // one). Room for the largest mini-batch there is, which a batch size beyond n is not.
+  const int64_t rows_max = std::min(batch, n);
+  const auto own = gather ? at::detail::empty_cpu({rows_max * (in + out)}, c10::CppTypeToScalarType<T>::value)
+                          : at::Tensor();
   const auto train = [&] {
-    // 64-byte aligned, as torch allocates x[index]: the kernels' vector loads then split no cache line where the
-    // rows' own alignment allows it (a shuffled [784, 30, 10] step took 25.5 us with a 16-byte aligned buffer,
-    // 15.9 with this one). Room for the largest mini-batch there is, which a batch size beyond n is not.
-    const int64_t rows_max = std::min(batch, n);
-    const auto own = gather ? at::detail::empty_cpu({rows_max * (in + out)}, c10::CppTypeToScalarType<T>::value)
-                            : at::Tensor();
     for (int64_t start = 0, k = 0; start < n; start += batch, ++k) {
       net.n = std::min(batch, n - start);
       const T* xk = x + start * x_row;
