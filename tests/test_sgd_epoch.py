@@ -305,7 +305,6 @@ def test_partnered_epoch_is_exact_while_other_threads_compete_for_the_cores(two_
     sizes, batch_size = PARTNERED["nielsen"]
     n = 2 * PARTNER_MIN_BATCHES * batch_size
     x, y = data(sizes, n, torch.float32)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(14))
     net = make_net(sizes, dtype=torch.float32)
     net_ref = copy.deepcopy(net)
     stop = threading.Event()
