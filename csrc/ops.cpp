@@ -145,6 +145,19 @@ void check_sigmoid_mlp_sgd_step(const char* op, const at::Tensor& x, const at::T
                         weights[l - 1].size(0), " (the previous layer's out_features), got shape ", weight.sizes());
     }
   }
+  // An in-place update cannot change the elements of an expanded tensor (stride 0) one by one.
+  const auto check_not_expanded = [&](const char* name, at::TensorList parameters) {
+    for (const auto l : c10::irange(parameters.size())) {
+      const auto& p = parameters[l];
+      for (const auto d : c10::irange(p.dim())) {
+        TORCH_CHECK_VALUE(p.stride(d) != 0 || p.size(d) <= 1, op, ": ", name, "[", l,
+                          "] has elements that share memory (an expanded tensor), which an in-place update cannot "
+                          "change one by one");
+      }
+    }
+  };
+  check_not_expanded("weights", weights);
+  check_not_expanded("biases", biases);
   TORCH_CHECK_VALUE(x.size(1) == weights[0].size(1), op, ": x must have shape [batch, ", weights[0].size(1),
                     "], got ", x.sizes());
   const std::array<int64_t, 2> expected_y{x.size(0), weights.back().size(0)};

@@ -12,7 +12,7 @@
 // about a microsecond of FMAs per layer, while every ATen call costs about a microsecond of dispatch and allocation
 // on its own. So small products run in the register-blocked loops below (no allocation, no thread pool, no
 // dispatcher), and large ones go to BLAS (MKL here, multi-threaded), chosen by the measured crossover
-// kSmallGemmMaxMacs. The work buffers of a small network are on the stack: a step allocates nothing.
+// kSmallGemmMaxMacs. A step allocates one work buffer for its activations and deltas.
 //
 // The loops are written once, on GCC vector types of a template width N, and compiled for the vector width of the
 // instruction set setup.py builds for (kLanes below).
@@ -25,8 +25,10 @@
 #include <c10/util/irange.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -537,27 +539,25 @@ struct Net {
   int64_t layers() const { return static_cast<int64_t>(weights.size()); }
 };
 
-// Work buffers (activations and deltas) live on the stack of the call when they fit, which is free and private
-// to the thread: Nielsen's [784, 30, 10] at mini-batch 10 needs 4 KB, [784, 100, 10] 12 KB. Larger networks take
-// the BLAS path, whose products cost milliseconds, next to which one heap allocation per call is nothing. (No
-// static or thread_local buffer: the extension keeps no writable state outside a call, see tests/test_threads.py.)
-constexpr size_t kStackWorkspaceBytes = 32 * 1024;
-
+// Work buffers (activations and deltas) come from the heap, never the stack: the calling thread's stack may be
+// small (threading.stack_size allows 32 KiB), and one allocation per call is nothing next to a step's arithmetic.
+// The memory is private to the call: the extension keeps no writable state outside a call (tests/test_threads.py).
+// 64-byte aligned, so the kernels' vector loads split no cache line.
 template <typename T>
 class Workspace {
  public:
-  explicit Workspace(size_t size) {
-    if (size * sizeof(T) > kStackWorkspaceBytes) {
-      heap_.reset(new T[size]);
-      data_ = heap_.get();
-    }
+  explicit Workspace(size_t size) : data_(static_cast<T*>(std::aligned_alloc(64, round_up(size * sizeof(T))))) {
+    TORCH_CHECK(data_ != nullptr || size == 0, "bp_torch: out of memory for a work buffer of ", size, " elements");
   }
+  ~Workspace() { std::free(data_); }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
   T* data() { return data_; }
 
  private:
-  alignas(64) unsigned char stack_[kStackWorkspaceBytes];
-  std::unique_ptr<T[]> heap_;
-  T* data_ = reinterpret_cast<T*>(stack_);
+  // aligned_alloc wants a multiple of the alignment, and at least one byte.
+  static size_t round_up(size_t bytes) { return std::max<size_t>(64, (bytes + 63) / 64 * 64); }
+  T* data_;
 };
 
 // `prefetch`, if given, runs during the first layer's product (see RowPrefetch); `partner`, if given, takes a share
@@ -989,8 +989,15 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
 
 namespace {
 
-// Runs update(net) on the parameters in place, then marks them changed. Parameters are normally contiguous already
-// (contiguous() is then the tensor itself, no copy); a strided one is updated in a contiguous copy, written back.
+// Marks the parameters changed in place: a graph that saved one must now refuse to back-propagate through it.
+void bump_versions(at::TensorList weights, at::TensorList biases) {
+  for (const auto& t : weights) torch::autograd::impl::bump_version(t);
+  for (const auto& t : biases) torch::autograd::impl::bump_version(t);
+}
+
+// Runs update(net) on the parameters in place. Parameters are normally contiguous already (contiguous() is then the
+// tensor itself, no copy); a strided one is updated in a contiguous copy, written back. Only for parameters that
+// share no memory (see shares_memory): otherwise a copy written back would undo another use's update.
 template <typename Update>
 void update_parameters(const at::Tensor& x, at::TensorList weights, at::TensorList biases, const Update& update) {
   const auto weights_c = contiguous_all(weights);
@@ -1000,13 +1007,72 @@ void update_parameters(const at::Tensor& x, at::TensorList weights, at::TensorLi
   });
   for (const auto l : c10::irange(weights.size())) {
     if (!weights_c[l].is_same(weights[l])) weights[l].copy_(weights_c[l]);
-    // The parameters changed in place: a graph that saved one must now refuse to back-propagate through it.
-    torch::autograd::impl::bump_version(weights[l]);
   }
   for (const auto l : c10::irange(biases.size())) {
     if (!biases_c[l].is_same(biases[l])) biases[l].copy_(biases_c[l]);
-    torch::autograd::impl::bump_version(biases[l]);
   }
+}
+
+// The bytes a tensor's elements span, [first, last + 1); empty for a tensor without elements.
+std::pair<uintptr_t, uintptr_t> byte_range(const at::Tensor& t) {
+  if (t.numel() == 0) return {0, 0};
+  auto first = reinterpret_cast<uintptr_t>(t.data_ptr()), last = first;
+  for (const auto d : c10::irange(t.dim())) {
+    const int64_t reach = (t.size(d) - 1) * t.stride(d) * static_cast<int64_t>(t.element_size());
+    (reach < 0 ? first : last) += reach;
+  }
+  return {first, last + t.element_size()};
+}
+
+// Whether a parameter may share memory with another parameter or with x or y: tied weights (one tensor in several
+// layers, or W and W.T), or x or y a view of a parameter. The fused step updates each layer during the backward
+// sweep, which is exact only when nothing it reads later is what it has just written. x and y may share memory with
+// each other (an autoencoder trains on y = x): both are only read. Conservative: tensors whose byte ranges overlap
+// count as sharing. A few comparisons per call.
+bool shares_memory(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases) {
+  c10::SmallVector<std::pair<uintptr_t, uintptr_t>, 16> params;
+  for (const auto& t : weights) params.push_back(byte_range(t));
+  for (const auto& t : biases) params.push_back(byte_range(t));
+  const auto overlap = [](std::pair<uintptr_t, uintptr_t> a, std::pair<uintptr_t, uintptr_t> b) {
+    return a.first < a.second && b.first < b.second && a.first < b.second && b.first < a.second;
+  };
+  const auto x_range = byte_range(x), y_range = byte_range(y);
+  for (const auto i : c10::irange(params.size())) {
+    if (overlap(params[i], x_range) || overlap(params[i], y_range)) return true;
+    for (const auto j : c10::irange(i)) {
+      if (overlap(params[i], params[j])) return true;
+    }
+  }
+  return false;
+}
+
+// The step for parameters that share memory: as autograd + torch.optim.SGD take it, and as the Python backend does
+// (bp_torch.autograd.sigmoid_mlp_sgd_step), every gradient at the values before the step, then the updates one
+// tensor at a time, weights first. Shapes as sgd_step's, already checked.
+at::Tensor sgd_step_unfused(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases,
+                            double lr) {
+  const auto activations = sigmoid_mlp_forward_unchecked(x, weights, biases);
+  const auto& output = activations.back();
+  const auto cost = (0.5 * (y - output).square().sum(-1)).mean();
+  const auto grad_output = (output - y) / std::max<int64_t>(x.size(0), 1);      // (1.3), averaged over the batch
+  const auto [grad_x, grad_weights, grad_biases] =
+      sigmoid_mlp_backward_unchecked(grad_output, x, weights, activations, {false, true, !biases.empty()});
+  for (const auto l : c10::irange(weights.size())) weights[l].sub_(grad_weights[l] * lr);    // W <- W - eta dC/dW
+  for (const auto l : c10::irange(biases.size())) biases[l].sub_(grad_biases[l] * lr);
+  return cost;
+}
+
+// The epoch for parameters that share memory with each other or with x or y: sgd_step_unfused on each mini-batch,
+// whose rows are gathered when its step begins (x[order[k b ..]], as a loop of sgd_step reads them).
+at::Tensor sgd_epoch_unfused(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases,
+                             double lr, int64_t batch_size, const at::Tensor& order, at::Tensor& costs) {
+  const int64_t n = x.size(0);
+  for (int64_t start = 0, k = 0; start < n; start += batch_size, ++k) {
+    const int64_t count = std::min(batch_size, n - start);
+    const auto rows = order.defined() ? order.narrow(0, start, count) : at::arange(start, start + count, at::kLong);
+    costs[k].copy_(sgd_step_unfused(x.index_select(0, rows), y.index_select(0, rows), weights, biases, lr));
+  }
+  return costs;
 }
 
 }  // namespace
@@ -1014,6 +1080,11 @@ void update_parameters(const at::Tensor& x, at::TensorList weights, at::TensorLi
 at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                     at::TensorList biases, double lr) {
   check_sigmoid_mlp_sgd_step("sgd_step", x, y, weights, biases);
+  if (shares_memory(x, y, weights, biases)) {
+    auto cost = sgd_step_unfused(x, y, weights, biases, lr);
+    bump_versions(weights, biases);
+    return cost;
+  }
   const auto x_c = x.contiguous();
   const auto y_c = y.contiguous();
   at::Tensor result = empty_cpu({}, x);      // at::scalar_tensor would be two more dispatcher calls
@@ -1023,6 +1094,7 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
     const double cost = sgd_step_impl<T, kLanes<T>>(net, x_c.data_ptr<T>(), y_c.data_ptr<T>(), static_cast<T>(lr));
     *result.data_ptr<T>() = static_cast<T>(cost);
   });
+  bump_versions(weights, biases);
   return result;
 }
 
@@ -1031,18 +1103,25 @@ at::Tensor sigmoid_mlp_sgd_epoch_cpu(const at::Tensor& x, const at::Tensor& y, a
                                      const std::optional<at::Tensor>& perm) {
   check_sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm);
   const bool shuffled = perm.has_value() && perm->defined();
-  // Rows are read where they lie, by index: only a tensor whose rows are themselves strided is copied.
-  const auto x_c = x.stride(1) == 1 ? x : x.contiguous();
-  const auto y_c = y.stride(1) == 1 ? y : y.contiguous();
   const auto order = shuffled ? perm->contiguous() : at::Tensor();
   const int64_t n = x.size(0);
   at::Tensor costs = empty_cpu({n == 0 ? 0 : (n - 1) / batch_size + 1}, x);   // ceil(n / batch), for any batch
+  if (n == 0) return costs;                  // no step, no parameter changed
+  if (shares_memory(x, y, weights, biases)) {
+    sgd_epoch_unfused(x, y, weights, biases, lr, batch_size, order, costs);
+    bump_versions(weights, biases);
+    return costs;
+  }
+  // Rows are read where they lie, by index: only a tensor whose rows are themselves strided is copied.
+  const auto x_c = x.stride(1) == 1 ? x : x.contiguous();
+  const auto y_c = y.stride(1) == 1 ? y : y.contiguous();
   update_parameters(x, weights, biases, [&](auto net) {
     using T = typename decltype(net)::scalar;
     sgd_epoch_impl<T, kLanes<T>>(net, x_c.data_ptr<T>(), x_c.stride(0), y_c.data_ptr<T>(), y_c.stride(0),
                                  shuffled ? order.data_ptr<int64_t>() : nullptr, n, batch_size, static_cast<T>(lr),
                                  costs.data_ptr<T>());
   });
+  bump_versions(weights, biases);
   return costs;
 }
 
