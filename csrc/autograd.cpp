@@ -107,6 +107,18 @@ at::Tensor sigmoid_mlp_sgd_epoch_op(const at::Tensor& x, const at::Tensor& y, at
   return op.call(x, y, weights, biases, lr, batch_size, perm);
 }
 
+// Whether a backward must be composed of differentiable ATen ops rather than the fused backward op: when the caller
+// wants a graph of the gradient (create_graph=True turns grad mode on inside backward), or when the gradients are
+// batched by the vmap behind torch.autograd.grad(is_grads_batched=True) and jacobian(vectorize=True), which has
+// batching rules for ATen's ops but none for the fused ones.
+bool needs_aten_backward(const variable_list& grads) {
+  if (at::GradMode::is_enabled()) return true;
+  for (const auto& g : grads) {
+    if (g.defined() && g.key_set().has(c10::DispatchKey::Batched)) return true;
+  }
+  return false;
+}
+
 // One layer's backward in differentiable ATen ops, for create_graph: delta = dC/da a (1 - a) (1.2, 2.2), then
 // (dC/da_prev = delta W (2.3.2), dC/dW = delta^T a_prev (1.1), dC/db = sum of delta), each only where mask asks.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_layer_backward(
@@ -214,7 +226,7 @@ class SigmoidLinearBackward : public SavedTensorsNode {
     const std::array<bool, 3> mask = {task_should_compute_output(0), task_should_compute_output(1),
                                       has_bias && task_should_compute_output(2)};
     const auto [grad_x, grad_weight, grad_bias] =
-        at::GradMode::is_enabled()
+        needs_aten_backward(grads)
             ? differentiable_layer_backward(grads[0], a, x, weight, mask)
             : below_autograd(sigmoid_linear_backward_op, grads[0], x, weight, a, mask);
     result[0] = grad_x;
@@ -245,7 +257,7 @@ class QuadraticCostBackward : public SavedTensorsNode {
     const auto& grad_cost = grads[0];
     if (!grad_cost.defined()) return variable_list(2);
     const std::array<bool, 2> mask = {task_should_compute_output(0), task_should_compute_output(1)};
-    if (!at::GradMode::is_enabled()) {
+    if (!needs_aten_backward(grads)) {
       auto [grad_a, grad_y] =
           below_autograd(quadratic_cost_backward_op, grad_cost, a, y, reduction_name(reduction), mask);
       return {grad_a, grad_y};
@@ -292,7 +304,7 @@ class SigmoidMLPBackward : public SavedTensorsNode {
 
     bool intermediate_grads = false;
     for (int64_t l = 0; l + 1 < L; ++l) intermediate_grads = intermediate_grads || grads[l].defined();
-    if (!at::GradMode::is_enabled() && !intermediate_grads) {
+    if (!needs_aten_backward(grads) && !intermediate_grads) {
       // The common case, only a^L used: the fused back-propagation loop, one op.
       if (!grads[L - 1].defined()) return result;
       auto [grad_x, grad_weights, grad_biases] =
@@ -304,7 +316,7 @@ class SigmoidMLPBackward : public SavedTensorsNode {
       }
       return result;
     }
-    // create_graph, or a^l (l < L) used as well: the same loop in differentiable ATen ops, adding the gradient that
+    // create_graph, batched gradients, or a^l (l < L) used as well: the same loop in differentiable ATen ops, adding the gradient that
     // reaches each a^l directly to the one back-propagated from above.
     at::Tensor grad_a = grads[L - 1];
     for (int64_t l = L - 1; l >= 0; --l) {
