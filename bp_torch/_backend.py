@@ -7,8 +7,11 @@ bp_torch has two backends that compute the same formulas:
   CPU kernels and a C++ autograd node.
 
 The default is ``"cpp"`` when the extension is built, ``"python"`` otherwise; the ``BP_TORCH_BACKEND`` environment
-variable overrides it at import, and :func:`set_backend` at run time.
+variable overrides it at import, and :func:`set_backend` at run time. ``with use_backend(name):`` chooses a backend
+for the code inside the block only, in this thread or asyncio task only, as torch's own modes are scoped.
 """
+import contextlib
+import contextvars
 import importlib
 import os
 import warnings
@@ -26,7 +29,10 @@ except ImportError as err:  # built, but cannot load (an ABI mismatch, say): wor
     warnings.warn(f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning)
 
 _BACKENDS = ("python", "cpp") if _C is not None else ("python",)
-_active = "cpp" if _C is not None else "python"
+_default = "cpp" if _C is not None else "python"
+# The choice of the innermost use_backend() block, None outside any. A ContextVar is private to each thread (a new
+# thread starts outside every block) and is copied into each asyncio task, so no thread or task sees another's.
+_scoped = contextvars.ContextVar("bp_torch_backend", default=None)
 
 
 def available_backends():
@@ -35,17 +41,39 @@ def available_backends():
 
 
 def backend():
-    """The active backend's name."""
-    return _active
+    """The active backend's name: that of the innermost :func:`use_backend` block, else :func:`set_backend`'s."""
+    return _scoped.get() or _default
 
 
-def set_backend(name):
-    """Select the backend (``"python"`` or ``"cpp"``) for every later call."""
-    global _active
+def _check_name(name):
     if name not in _BACKENDS:
         hint = "" if _C is not None or name != "cpp" else " (the C++ extension is not built)"
         raise ValueError(f"bp_torch: unknown or unavailable backend {name!r}{hint}; available: {_BACKENDS}")
-    _active = name
+
+
+def set_backend(name):
+    """Select the process-wide default backend (``"python"`` or ``"cpp"``), used wherever no :func:`use_backend`
+    block is active, in every thread."""
+    global _default
+    _check_name(name)
+    _default = name
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Run the block on backend ``name`` (``"python"`` or ``"cpp"``), in this thread or asyncio task only::
+
+        with bp_torch.use_backend("python"):
+            loss = cost(net(x), y)      # the chapter's equations, in Python
+
+    Other threads keep their own choice; blocks nest, and the previous choice returns when the block exits.
+    """
+    _check_name(name)
+    token = _scoped.set(name)
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
 
 
 def use_cpp(input):
@@ -57,7 +85,7 @@ def use_cpp(input):
     """
     # is_cpu: a quarter of the cost of device.type. The transforms flag is one C call, is_compiling() two Python
     # calls, so it is asked only under a transform (this runs on every call of an op).
-    return (_active == "cpp" and input.is_cpu
+    return ((_scoped.get() or _default) == "cpp" and input.is_cpu
             and (not torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling()))
 
 
