@@ -1,9 +1,18 @@
 """Input validation shared by the Python backend and the fake (meta) kernels.
 
-The C++ kernels in ``csrc/`` repeat these checks with ``TORCH_CHECK_VALUE`` / ``TORCH_CHECK_TYPE`` and the same
-messages, so both backends raise the same exception type (``ValueError`` for shapes, devices and options,
-``TypeError`` for dtypes) with the same words.
+Two kinds of checks:
+
+* what kind of thing each argument is (a tensor, a list of tensors, a real learning rate, an int batch size): these
+  run here, in bp_torch.functional, for both backends alike, before any backend is chosen. The C++ ops' schemas
+  would otherwise turn such a misuse into a RuntimeError that names no argument.
+* shapes, dtypes and devices of the tensors: the C++ kernels in ``csrc/`` repeat these with ``TORCH_CHECK_VALUE`` /
+  ``TORCH_CHECK_TYPE`` and the same messages, so that a correct call costs one dispatch; both backends raise the
+  same exception type (``ValueError`` for shapes, devices and options, ``TypeError`` for dtypes) with the same
+  words, which tests/test_backends_agree.py checks on drawn inputs.
 """
+import math
+import numbers
+
 import torch
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
@@ -23,6 +32,61 @@ def _check_dtype(op, tensors):
         if t.device != first.device:
             raise ValueError(f"{op}: {first_name} and {name} must be on the same device, "
                              f"got {first.device} and {t.device}")
+
+
+def tensor(op, name, value, optional=False):
+    """``value`` must be a Tensor (or None where ``optional``)."""
+    if isinstance(value, torch.Tensor) or (optional and value is None):
+        return
+    kind = "a Tensor or None" if optional else "a Tensor"
+    raise TypeError(f"{op}: {name} must be {kind}, got {type(value).__name__}")
+
+
+def tensor_list(op, name, values, optional=False):
+    """``values`` must be a list or tuple of Tensors (entries may be None where ``optional``). A generator or a single
+    tensor is refused rather than consumed or iterated row by row."""
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"{op}: {name} must be a list or tuple of tensors (one per layer), "
+                        f"got {type(values).__name__}")
+    for l, value in enumerate(values):
+        tensor(op, f"{name}[{l}]", value, optional)
+
+
+def learning_rate(op, lr):
+    """The learning rate as a float: a real number (int, float, numpy scalar) or a one-element real tensor, finite and
+    not negative (torch.optim.SGD refuses a negative one too). A NaN or infinite rate would silently turn every
+    parameter into NaN."""
+    if isinstance(lr, torch.Tensor):
+        if lr.is_complex() or lr.dtype == torch.bool:
+            raise TypeError(f"{op}: lr must be a real number, got a {lr.dtype} tensor")
+        if lr.numel() != 1:
+            raise ValueError(f"{op}: lr must be a single number, got a tensor of shape {list(lr.shape)}")
+        value = lr.item()
+    elif isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        value = lr
+    else:
+        raise TypeError(f"{op}: lr must be a real number, got {type(lr).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{op}: lr must be a finite number >= 0, got {value}")
+    return value
+
+
+def batch_size(op, value):
+    """A positive int (not a bool, which is an int to Python)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: batch_size must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{op}: batch_size must be at least 1, got {value}")
+
+
+def sgd_arguments(op, x, y, weights, biases, lr):
+    """What sgd_step and sgd_epoch take, by kind; returns lr as a float."""
+    tensor(op, "x", x)
+    tensor(op, "y", y)
+    tensor_list(op, "weights", weights)
+    tensor_list(op, "biases", biases, optional=True)
+    return learning_rate(op, lr)
 
 
 def sigmoid_linear(x, weight, bias):
@@ -96,6 +160,12 @@ def _sigmoid_mlp_layer_count(op, weights, biases):
                          f"got {len(biases)}")
 
 
+def _bias(biases, l):
+    """Layer l's bias, or None: ``biases`` is empty (no layer has one) or has one entry per layer, None for a layer
+    without a bias."""
+    return biases[l] if biases else None
+
+
 def _check_chain(op, l, n_in, weight):
     """Layer l's in_features must be the width of what feeds it: the input for l = 0, else layer l-1's output."""
     if weight.shape[1] != n_in:
@@ -118,7 +188,7 @@ def sigmoid_mlp(x, weights, biases, op="sigmoid_mlp"):
                              f"got shape {list(weight.shape)}")
         _check_chain(op, l, n_in, weight)
         tensors.append((f"weights[{l}]", weight))
-        if biases:
+        if _bias(biases, l) is not None:
             if biases[l].dim() != 1 or biases[l].shape[0] != weight.shape[0]:
                 raise ValueError(f"{op}: biases[{l}] must have shape [{weight.shape[0]}] (out_features), "
                                  f"got shape {list(biases[l].shape)}")
@@ -133,9 +203,14 @@ def sigmoid_mlp_sgd_step(x, y, weights, biases, op="sgd_step"):
     if x.dim() != 2:
         raise ValueError(f"{op}: x must be 2-D (batch, {weights[0].shape[1]}), got shape {list(x.shape)}")
     for l, weight in enumerate(weights):
-        sigmoid_linear(x.new_empty(weight.shape[-1]), weight, biases[l] if biases else None)
+        sigmoid_linear(x.new_empty(weight.shape[-1]), weight, _bias(biases, l))
         if l > 0:
             _check_chain(op, l, weights[l - 1].shape[0], weight)
+    for name, parameters in (("weights", weights), ("biases", biases)):
+        for l, p in enumerate(parameters):
+            if p is not None and any(stride == 0 and size > 1 for size, stride in zip(p.shape, p.stride())):
+                raise ValueError(f"{op}: {name}[{l}] has elements that share memory (an expanded tensor), "
+                                 f"which an in-place update cannot change one by one")
     if x.shape[1] != weights[0].shape[1]:
         raise ValueError(f"{op}: x must have shape [batch, {weights[0].shape[1]}], got {list(x.shape)}")
     expected_y = [x.shape[0], weights[-1].shape[0]]

@@ -15,8 +15,21 @@ and the chain rule ``dC/dw^l = dz^l/dw^l * da^l/dz^l * dC/da^l``, with
 Every backward here is built from differentiable torch ops, so double backward (``gradgradcheck``) works, and
 ``generate_vmap_rule = True`` gives ``torch.func.vmap`` support for free.
 """
+import math
+
 import torch
 import torch.nn.functional as F
+
+
+def rows(t):
+    """``t: (*, n) -> (samples, n)``, one row per sample: ``reshape(-1, n)`` cannot infer the -1 of a tensor with
+    no elements (a zero-width layer)."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+
+
+def n_samples(t):
+    """The number of samples in ``t: (*, n)``, at least 1: the divisor of a mean over samples."""
+    return max(math.prod(t.shape[:-1]), 1)
 
 
 def sigmoid_prime_from_output(a):
@@ -33,9 +46,9 @@ def sigmoid_linear_backward(grad_a, x, weight, a, needs_input_grad):
     """
     need_x, need_w, need_b = needs_input_grad
     delta = grad_a * sigmoid_prime_from_output(a)                      # delta = dC/da * da/dz        (1.2, 2.2)
-    delta_2d = delta.reshape(-1, delta.shape[-1])                      # one row per sample
+    delta_2d = rows(delta)                                             # one row per sample
     grad_x = delta @ weight if need_x else None                        # dC/da_prev = delta W        (2.3.2)
-    grad_w = delta_2d.T @ x.reshape(-1, x.shape[-1]) if need_w else None  # dC/dW = delta^T a_prev  (1.1, 2.1) -> (A)
+    grad_w = delta_2d.T @ rows(x) if need_w else None                  # dC/dW = delta^T a_prev  (1.1, 2.1) -> (A)
     grad_b = delta_2d.sum(0) if need_b else None                       # dC/db = sum of delta (dz/db = 1)
     return grad_x, grad_w, grad_b
 
@@ -82,7 +95,7 @@ def quadratic_cost_backward(grad_cost, a, y, reduction, needs_input_grad):
     if reduction == "none":
         grad_cost = grad_cost.unsqueeze(-1)                    # one incoming gradient per sample
     elif reduction == "mean":
-        grad_cost = grad_cost / max(a[..., 0].numel(), 1)      # d(mean)/d(cost of one sample) = 1/n
+        grad_cost = grad_cost / n_samples(a)                   # d(mean)/d(cost of one sample) = 1/n
     grad_a = (a - y) * grad_cost                               # (1.3)  dC/da^L = a^L - y
     return (grad_a if need_a else None), (-grad_a if need_y else None)
 
@@ -140,10 +153,10 @@ class TwoLayerQuadraticCostFunction(torch.autograd.Function):
         a0 = x
         a1 = torch.sigmoid(F.linear(a0, w1, b1))
         a2 = torch.sigmoid(F.linear(a1, w2, b2))
-        n_samples = max(a2[..., 0].numel(), 1)
-        a0, a1, a2, y_rows = (t.reshape(-1, t.shape[-1]) for t in (a0, a1, a2, y))   # one row per sample
+        n = n_samples(a2)
+        a0, a1, a2, y_rows = (rows(t) for t in (a0, a1, a2, y))   # one row per sample
 
-        dC_da2 = (a2 - y_rows) * (grad_cost / n_samples)              # (1.3)    dC/da^2 = a^2 - y
+        dC_da2 = (a2 - y_rows) * (grad_cost / n)                   # (1.3)    dC/da^2 = a^2 - y
         delta2 = sigmoid_prime_from_output(a2) * dC_da2            # (1.2)    da^2/dz^2 = sigma'(z^2)
         dC_dw2 = delta2.T @ a1                                     # (A)      a^1 * sigma'(z^2) * (a^2 - y)
         dC_da1 = delta2 @ w2                                       # (2.3.2)  da^2/da^1 = sigma'(z^2) w^2
@@ -200,9 +213,8 @@ def sigmoid_mlp_sgd_step(x, y, weights, biases, lr):
     """
     activations = sigmoid_mlp_forward(x, weights, biases)
     output = activations[-1]
-    n_samples = max(output[..., 0].numel(), 1)
     cost = quadratic_cost_per_sample(output, y).mean()
-    grad_output = (output - y) / n_samples                                 # (1.3), averaged over the batch
+    grad_output = (output - y) / n_samples(output)                         # (1.3), averaged over the batch
     _, grad_weights, grad_biases = sigmoid_mlp_backward(grad_output, activations, weights)
     for param, grad in zip([*weights, *biases], [*grad_weights, *grad_biases]):
         if param is not None:

@@ -33,6 +33,9 @@ def sigmoid_linear(input, weight, bias=None):
     Shapes: ``input: (*, in_features)``, ``weight: (out_features, in_features)``, ``bias: (out_features,)`` or
     ``None``; returns ``(*, out_features)``. float32 or float64.
     """
+    _checks.tensor("sigmoid_linear", "input", input)
+    _checks.tensor("sigmoid_linear", "weight", weight)
+    _checks.tensor("sigmoid_linear", "bias", bias, optional=True)
     if _backend.use_cpp(input):
         return _sigmoid_linear_op(input, weight, bias)
     device_type = _autocast_device_type(input)
@@ -51,6 +54,8 @@ def quadratic_cost(input, target, reduction="mean"):
 
     Shapes: ``input, target: (*, n)``; returns ``(*)`` for ``"none"``, a scalar otherwise.
     """
+    _checks.tensor("quadratic_cost", "input", input)
+    _checks.tensor("quadratic_cost", "target", target)
     # A reduction that is not a str (None, say) would fail the op's schema with a RuntimeError: let the Python
     # checks raise their ValueError instead, as on the Python backend.
     if _backend.use_cpp(input) and isinstance(reduction, str):
@@ -86,24 +91,30 @@ def sigmoid_mlp(input, weights, biases=()):
     A), ``delta^(l-1) = (W^l)^T delta^l * sigma'(z^(l-1))`` (2.3.2 and 2.2, as in B). On the Python backend (and
     under torch.func transforms) it is the chain of :func:`sigmoid_linear` s, with the same values and gradients.
 
-    Shapes: ``input: (*, n_0)``, ``weights[l]: (n_(l+1), n_l)``, ``biases``: empty (no bias) or ``biases[l]:
-    (n_(l+1),)``; returns ``(*, n_L)``. float32 or float64.
+    Shapes: ``input: (*, n_0)``, ``weights[l]: (n_(l+1), n_l)``, ``biases``: empty (no bias) or one entry per layer,
+    ``biases[l]: (n_(l+1),)`` or ``None`` for a layer without a bias; returns ``(*, n_L)``. float32 or float64.
     """
+    _checks.tensor("sigmoid_mlp", "input", input)
+    _checks.tensor_list("sigmoid_mlp", "weights", weights)
+    _checks.tensor_list("sigmoid_mlp", "biases", biases, optional=True)
     if _backend.use_cpp(input):
-        return _sigmoid_mlp_op(input, weights, biases)[-1]    # a^1 .. a^L; the node saves them all
+        return _sigmoid_mlp_op(input, weights, _op_biases(weights, biases))[-1]   # a^1 .. a^L; the node saves all
     _checks.sigmoid_mlp(input, weights, biases)
     for l, weight in enumerate(weights):
         input = sigmoid_linear(input, weight, biases[l] if biases else None)
     return input
 
 
-def _bias_list(biases, op):
-    """The ops take the biases as a list: empty for a network without biases, else one tensor per layer."""
-    present = [b for b in biases if b is not None]
-    if present and len(present) != len(biases):
-        raise ValueError(f"{op}: biases must be all tensors or all None, got {len(present)} tensors and "
-                         f"{len(biases) - len(present)} None")
-    return present
+def _op_biases(weights, biases):
+    """The biases as the C++ ops take them: an empty list (no layer has a bias) or one tensor per layer. A layer
+    without a bias in a network whose other layers have one gets zeros, which is exact: z + 0 is z, and the zeros'
+    gradient and update are thrown away."""
+    if not biases or all(b is not None for b in biases):
+        return biases
+    if all(b is None for b in biases):
+        return []
+    return [b if b is not None else torch.zeros(w.shape[:1], dtype=w.dtype, device=w.device)
+            for w, b in zip(weights, biases)]
 
 
 def sgd_step(x, y, weights, biases, lr):
@@ -111,20 +122,19 @@ def sgd_step(x, y, weights, biases, lr):
 
     Forward through every layer, back-propagation by (A)/(B) generalised, then ``W <- W - lr * dC/dW`` (and the
     biases), where ``C = 1/2n sum_x ||y(x) - a^L(x)||^2`` is the quadratic cost averaged over the mini-batch.
-    Runs without autograd, and bumps the tensors' version counters as any in-place update does. Returns ``C``
-    before the update, as a 0-d tensor. On the C++ backend the whole step is one op (``bp_torch::sigmoid_mlp_sgd_step``).
+    Every gradient is taken at the values before the step, and a tensor used by several layers (tied weights)
+    gets the sum of its uses' updates, as autograd and ``torch.optim.SGD`` give it. Runs without autograd, and bumps
+    the tensors' version counters as any in-place update does. Returns ``C`` before the update, as a 0-d tensor.
+    On the C++ backend the whole step is one op (``bp_torch::sigmoid_mlp_sgd_step``).
 
-    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)``; ``biases``
-    all ``None`` (or empty) for a network without biases.
+    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``
+    for a layer without a bias (or ``biases`` empty: none has one). ``lr``: a real number ``>= 0`` (or a one-element
+    tensor).
     """
-    return _sgd_step(x, y, weights, _bias_list(biases, "sgd_step"), lr)
-
-
-def _sgd_step(x, y, weights, biases, lr):
-    """sgd_step with ``biases`` already a list of tensors (empty or one per layer): SigmoidMLP's fast path."""
+    lr = _checks.sgd_arguments("sgd_step", x, y, weights, biases, lr)
     if _backend.use_cpp(x):
-        # The op checks its inputs in C++ with the Python checks' words, and runs below autograd.
-        return _sgd_step_op(x, y, weights, biases, lr)
+        # The op checks shapes, dtypes and devices in C++ with the Python checks' words, and runs below autograd.
+        return _sgd_step_op(x, y, weights, _op_biases(weights, biases), lr)
     _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
     with torch.no_grad():
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
@@ -134,28 +144,38 @@ def sgd_epoch(x, y, weights, biases, lr, batch_size, perm=None):
     r"""One epoch of Nielsen's SGD in one call: :func:`sgd_step` on every mini-batch of ``batch_size`` samples, in
     ``perm``'s order, updating the tensors in place.
 
-    Mini-batch ``k`` is ``x[perm[k*batch_size : (k+1)*batch_size]]`` (and ``y``'s same rows); the last one is
-    smaller when ``batch_size`` does not divide ``n``. Each step is the one :func:`sgd_step` takes on that
-    mini-batch, with the same result. ``perm=None`` takes the samples in order; a shuffled epoch passes
+    Mini-batch ``k`` is ``x[perm[k*batch_size : (k+1)*batch_size]]`` (and ``y``'s same rows), read when its step
+    begins; the last one is smaller when ``batch_size`` does not divide ``n``. Each step is the one :func:`sgd_step`
+    takes on that mini-batch, with the same result. ``perm=None`` takes the samples in order; a shuffled epoch passes
     ``torch.randperm(n)``. Returns the cost of each mini-batch before its update, as a 1-D tensor. On the C++
     backend the whole epoch is one op (``bp_torch::sigmoid_mlp_sgd_epoch``), which reads each mini-batch's rows by
     index: the data set is not copied. With at least two torch threads (``torch.get_num_threads()``), an epoch of
     1,024 mini-batches or more is partnered by the second thread, which gathers the next mini-batches and takes a
     share of each large product; the result is the same, bit for bit.
 
-    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` (or all
-    ``None``), ``perm: (n,)`` int64, a permutation of ``range(n)``; returns ``(ceil(n / batch_size),)``.
+    Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``,
+    ``perm: (n,)`` int64, a permutation of ``range(n)``; returns ``(ceil(n / batch_size),)``.
     """
-    return _sgd_epoch(x, y, weights, _bias_list(biases, "sgd_epoch"), lr, batch_size, perm)
-
-
-def _sgd_epoch(x, y, weights, biases, lr, batch_size, perm):
-    """sgd_epoch with ``biases`` already a list of tensors (empty or one per layer)."""
-    # The op's schema would turn a batch_size that is not an int into an unclear RuntimeError.
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"sgd_epoch: batch_size must be an int, got {type(batch_size).__name__}")
+    lr = _checks.sgd_arguments("sgd_epoch", x, y, weights, biases, lr)
+    _checks.batch_size("sgd_epoch", batch_size)
+    _checks.tensor("sgd_epoch", "perm", perm, optional=True)
+    # A batch of n samples or more is the whole epoch in one step: the same step for any such size, and one that
+    # fits the op's int64 (Python's ints do not).
+    if x.dim() > 0:
+        batch_size = min(batch_size, max(x.shape[0], 1))
     if _backend.use_cpp(x):
-        return _sgd_epoch_op(x, y, weights, biases, lr, batch_size, perm)
+        op_biases = _op_biases(weights, biases)
+        if op_biases is biases or not op_biases:
+            return _sgd_epoch_op(x, y, weights, op_biases, lr, batch_size, perm)
+        # Biases on some layers only: the op would update the stand-in zeros of the others from one step to the next.
+        # The epoch is then a loop of sgd_step ops, each with its own zeros.
+        _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+        if perm is not None:
+            _checks.permutation("sgd_epoch", perm)
+        order = torch.arange(x.shape[0], device=x.device) if perm is None else perm
+        costs = [_sgd_step_op(x[index], y[index], weights, _op_biases(weights, biases), lr)
+                 for index in (order[start:start + batch_size] for start in range(0, x.shape[0], batch_size))]
+        return torch.stack(costs) if costs else x.new_empty(0)
     _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
     if perm is not None:
         _checks.permutation("sgd_epoch", perm)

@@ -1,6 +1,8 @@
 """Drop-in ``nn.Module`` s built on :mod:`bp_torch.functional`."""
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
+from torch.nn.utils import parametrize
 
 from . import _backend, _checks
 from . import functional as F
@@ -126,58 +128,99 @@ class SigmoidMLP(nn.Sequential):
         sizes = list(sizes)
         if len(sizes) < 2:
             raise ValueError(f"SigmoidMLP: sizes must have at least 2 entries (input and output), got {sizes}")
-        if not all(isinstance(n, int) and n > 0 for n in sizes):
-            raise ValueError(f"SigmoidMLP: sizes must be positive integers, got {sizes}")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+            raise ValueError(f"SigmoidMLP: sizes must be non-negative integers, got {sizes}")
         super().__init__(*(SigmoidLinear(n_in, n_out, bias=bias, device=device, dtype=dtype)
                            for n_in, n_out in zip(sizes[:-1], sizes[1:])))
         self.sizes = sizes
 
-    def _parameter_lists(self):
-        """``([W^1 .. W^L], [b^1 .. b^L])``, the biases list empty without biases: what the fused ops take.
+    def _fused_parameters(self):
+        """``([W^1 .. W^L], [b^1 .. b^L])`` if the fused op computes exactly what running the layers one by one
+        computes, else None.
 
-        Read on each call rather than cached, because the parameters a layer holds can change under us
-        (``torch.func.functional_call`` swaps them), but from the layers' ``_parameters`` dicts, where
-        ``nn.Module.__getattr__`` would look them up too: ``layer.weight`` costs about 4x as much, and ``sgd_step``
-        runs once per mini-batch. A parametrized layer (``nn.utils.parametrize``) computes its weight instead.
+        It does when every child is exactly a :class:`SigmoidLinear` (not a subclass, which may override
+        ``forward``; not a parametrized layer, whose class is a subclass; not another module appended to the
+        ``nn.Sequential``) and no hook would run on a child (module hooks, global hooks, spectral_norm's pre-hook).
+        Read on each call, since all of this can change between calls, and from the layers' ``_parameters`` dicts,
+        where ``nn.Module.__getattr__`` would look too, at a quarter of its cost. A bias is None for a layer
+        without one.
         """
+        if (_module._global_forward_hooks or _module._global_forward_pre_hooks
+                or _module._global_backward_hooks or _module._global_backward_pre_hooks):
+            return None
         weights, biases = [], []
-        try:
-            for layer in self._modules.values():       # one loop: each comprehension would be a call of its own
-                params = layer._parameters
-                weights.append(params["weight"])
-                biases.append(params["bias"])
-        except KeyError:
-            weights = [layer.weight for layer in self]
-            biases = [layer.bias for layer in self]
-        return weights, (biases if biases[0] is not None else [])
+        for layer in self._modules.values():       # one loop: each comprehension would be a call of its own
+            if (type(layer) is not SigmoidLinear or layer._forward_hooks or layer._forward_pre_hooks
+                    or layer._backward_hooks or layer._backward_pre_hooks):
+                return None
+            params = layer._parameters
+            weights.append(params["weight"] if "weight" in params else layer.weight)
+            biases.append(params["bias"] if "bias" in params else layer.bias)
+        return (weights, biases) if weights else None
 
     def forward(self, input):
-        """On the C++ backend, the whole network is one op and one autograd node (see
-        :func:`bp_torch.functional.sigmoid_mlp`), so forward hooks of the individual layers do not run; on the
-        Python backend, and under torch.func transforms, it is the chain of layers, as an ``nn.Sequential``."""
+        """On the C++ backend, when the network is exactly a chain of plain :class:`SigmoidLinear` layers with no
+        hooks (see ``_fused_parameters``), the whole network is one op and one autograd node (see
+        :func:`bp_torch.functional.sigmoid_mlp`). Otherwise, as on the Python backend and under torch.func
+        transforms, it is the chain of its modules, exactly as an ``nn.Sequential`` runs them."""
         if _backend.use_cpp(input):
-            return F._sigmoid_mlp_op(input, *self._parameter_lists())[-1]
+            fused = self._fused_parameters()
+            if fused is not None:
+                return F.sigmoid_mlp(input, *fused)
         return super().forward(input)
+
+    def _sgd_parameters(self, op):
+        """``([W^1 .. W^L], [b^1 .. b^L])`` for sgd_step and sgd_epoch, which update them in place: only where that
+        step is exactly autograd + ``torch.optim.SGD`` on this network. Anything else is refused with the layer
+        and the reason, rather than a parameter being skipped or a module being treated as a sigmoid layer."""
+        if not self._modules:
+            raise ValueError(f"{op}: the network has no layers")
+        weights, biases = [], []
+        for name, layer in self._modules.items():
+            where = f"{op}: layer {name} ({type(layer).__name__})"
+            if type(layer) is not SigmoidLinear:
+                if isinstance(layer, SigmoidLinear) and parametrize.is_parametrized(layer):
+                    raise ValueError(f"{where} is parametrized (torch.nn.utils.parametrize): {op} updates tensors "
+                                     "in place and cannot update a computed weight; train it with autograd and "
+                                     "torch.optim")
+                raise ValueError(f"{where} is not a SigmoidLinear: {op} computes chains of SigmoidLinear layers "
+                                 "only; train this network with autograd and torch.optim")
+            if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
+                raise ValueError(f"{where} has hooks, which {op} would not run; train it with autograd and "
+                                 "torch.optim")
+            for kind, store in (("weight", weights), ("bias", biases)):
+                param = layer._parameters.get(kind)
+                if param is None and kind == "weight":
+                    raise ValueError(f"{where} has no weight parameter")
+                if param is not None and not param.requires_grad:
+                    raise ValueError(f"{where}: its {kind} does not require grad (a frozen parameter), which "
+                                     f"torch.optim would leave unchanged and {op} would update")
+                store.append(param)
+        return weights, biases
 
     def sgd_step(self, x, y, lr):
         """One step of Nielsen's ``update_mini_batch`` on this network's own parameters, in place, without
         autograd: see :func:`bp_torch.functional.sgd_step`. Returns the mini-batch's cost before the update.
-        On the C++ backend the whole step is a single op call.
+        On the C++ backend the whole step is a single op call. A network that is not a chain of plain
+        :class:`SigmoidLinear` layers (another module appended, a parametrized or hooked layer, a frozen parameter)
+        is refused with a ``ValueError`` that names the layer.
 
         Shapes: ``x: (n, sizes[0])``, ``y: (n, sizes[-1])``.
         """
-        weights, biases = self._parameter_lists()
-        return F._sgd_step(x, y, weights, biases, lr)
+        return F.sgd_step(x, y, *self._sgd_parameters("sgd_step"), lr)
 
     def sgd_epoch(self, x, y, lr, batch_size, shuffle=True, generator=None):
         """One epoch of Nielsen's SGD on this network's own parameters, in place, without autograd: mini-batches of
         ``batch_size`` samples (the last one partial), in the order of ``torch.randperm(n, generator=generator)``
         when ``shuffle``, else in order. See :func:`bp_torch.functional.sgd_epoch`; on the C++ backend the whole
-        epoch is a single op call. Returns each mini-batch's cost before its update, as a 1-D tensor.
+        epoch is a single op call. Returns each mini-batch's cost before its update, as a 1-D tensor. Refuses the
+        networks that :meth:`sgd_step` refuses.
 
         Shapes: ``x: (n, sizes[0])``, ``y: (n, sizes[-1])``; returns ``(ceil(n / batch_size),)``.
         """
+        weights, biases = self._sgd_parameters("sgd_epoch")
+        _checks.tensor("sgd_epoch", "x", x)
         # A 0-d x has no samples to shuffle: the checks then say what x must be, rather than x.shape[0] failing.
         n = x.shape[0] if x.dim() > 0 else 0
         perm = torch.randperm(n, generator=generator, device=x.device) if shuffle else None
-        return F._sgd_epoch(x, y, *self._parameter_lists(), lr, batch_size, perm)
+        return F.sgd_epoch(x, y, weights, biases, lr, batch_size, perm)

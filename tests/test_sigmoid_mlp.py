@@ -326,8 +326,15 @@ def test_functional_sgd_step_takes_none_biases():
     net_ref.sgd_step(x, y, 0.5)
     for p, p_ref in zip(net.parameters(), net_ref.parameters()):
         torch.testing.assert_close(p, p_ref)
-    with pytest.raises(ValueError, match="sgd_step: biases must be all tensors or all None"):
-        F.sgd_step(x, y, weights, [torch.zeros(4, dtype=torch.float64), None], 0.5)
+    # A network whose layers mix biases and none: the layers without one stay without one.
+    bias = torch.rand(4, dtype=torch.float64)
+    w0, w1, b0 = weights[0].detach().clone(), weights[1].detach().clone(), bias.clone()
+    F.sgd_step(x, y, [w0, w1], [b0, None], 0.5)
+    params = [w.detach().clone().requires_grad_() for w in (weights[0], weights[1], bias)]
+    a = torch.sigmoid(torch.sigmoid(x @ params[0].T + params[2]) @ params[1].T)
+    (0.5 * (a - y).square().sum(-1).mean()).backward()
+    for got, p in zip((w0, w1, b0), params):
+        torch.testing.assert_close(got, p.detach() - 0.5 * p.grad)
 
 
 def test_sgd_step_in_threads_equals_serial():
@@ -361,7 +368,7 @@ BAD_CALLS = {
               "sgd_step: weights[1] must have in_features=4 (the previous layer's out_features), got shape [4, 5]"),
     "no-layers": (lambda x, y, w, b: F.sgd_step(x, y, [], [], 0.1), ValueError,
                   "sgd_step: weights must have at least one entry (one per layer), got none"),
-    "bias-count": (lambda x, y, w, b: F._sgd_step(x, y, w, b[:1], 0.1), ValueError,
+    "bias-count": (lambda x, y, w, b: F.sgd_step(x, y, w, b[:1], 0.1), ValueError,
                    "sgd_step: biases must be empty (no bias) or have one entry per layer (2), got 1"),
     "bias-dtype": (lambda x, y, w, b: F.sgd_step(x, y, w, [b[0].float(), b[1]], 0.1), TypeError,
                    "sigmoid_linear: input and bias must have the same dtype, got torch.float64 and torch.float32"),
