@@ -48,14 +48,18 @@ def tensor_list(op, name, values, optional=False):
     if not isinstance(values, (list, tuple)):
         raise TypeError(f"{op}: {name} must be a list or tuple of tensors (one per layer), "
                         f"got {type(values).__name__}")
-    for l, value in enumerate(values):
-        tensor(op, f"{name}[{l}]", value, optional)
+    for value in values:                   # a loop, not a generator: this runs on every call of an op
+        if not isinstance(value, torch.Tensor) and not (optional and value is None):
+            for l, value in enumerate(values):
+                tensor(op, f"{name}[{l}]", value, optional)
 
 
 def learning_rate(op, lr):
     """The learning rate as a float: a real number (int, float, numpy scalar) or a one-element real tensor, finite and
     not negative (torch.optim.SGD refuses a negative one too). A NaN or infinite rate would silently turn every
     parameter into NaN."""
+    if type(lr) is float and 0 <= lr < math.inf:   # the common case, first: this runs once per mini-batch
+        return lr
     if isinstance(lr, torch.Tensor):
         if lr.is_complex() or lr.dtype == torch.bool:
             raise TypeError(f"{op}: lr must be a real number, got a {lr.dtype} tensor")

@@ -109,9 +109,12 @@ def _op_biases(weights, biases):
     """The biases as the C++ ops take them: an empty list (no layer has a bias) or one tensor per layer. A layer
     without a bias in a network whose other layers have one gets zeros, which is exact: z + 0 is z, and the zeros'
     gradient and update are thrown away."""
-    if not biases or all(b is not None for b in biases):
+    missing = 0
+    for b in biases:                       # `None in biases` would call each tensor's __eq__
+        missing += b is None
+    if missing == 0:
         return biases
-    if all(b is None for b in biases):
+    if missing == len(biases):
         return []
     return [b if b is not None else torch.zeros(w.shape[:1], dtype=w.dtype, device=w.device)
             for w, b in zip(weights, biases)]

@@ -172,10 +172,24 @@ class SigmoidMLP(nn.Sequential):
     def _sgd_parameters(self, op):
         """``([W^1 .. W^L], [b^1 .. b^L])`` for sgd_step and sgd_epoch, which update them in place: only where that
         step is exactly autograd + ``torch.optim.SGD`` on this network. Anything else is refused with the layer
-        and the reason, rather than a parameter being skipped or a module being treated as a sigmoid layer."""
-        if not self._modules:
-            raise ValueError(f"{op}: the network has no layers")
+        and the reason (see ``_refuse``), rather than a parameter being skipped or a module being treated as a
+        sigmoid layer."""
         weights, biases = [], []
+        for layer in self._modules.values():       # runs once per mini-batch: the checks first, messages on failure
+            params = layer._parameters
+            weight, bias = params.get("weight"), params.get("bias")
+            if (type(layer) is not SigmoidLinear or layer._forward_hooks or layer._forward_pre_hooks
+                    or layer._backward_hooks or layer._backward_pre_hooks or weight is None
+                    or not weight.requires_grad or (bias is not None and not bias.requires_grad)):
+                self._refuse(op)
+            weights.append(weight)
+            biases.append(bias)
+        if not weights:
+            raise ValueError(f"{op}: the network has no layers")
+        return weights, biases
+
+    def _refuse(self, op):
+        """Raises the ValueError that says which layer sgd_step or sgd_epoch cannot update exactly, and why."""
         for name, layer in self._modules.items():
             where = f"{op}: layer {name} ({type(layer).__name__})"
             if type(layer) is not SigmoidLinear:
@@ -188,15 +202,14 @@ class SigmoidMLP(nn.Sequential):
             if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
                 raise ValueError(f"{where} has hooks, which {op} would not run; train it with autograd and "
                                  "torch.optim")
-            for kind, store in (("weight", weights), ("bias", biases)):
+            for kind in ("weight", "bias"):
                 param = layer._parameters.get(kind)
                 if param is None and kind == "weight":
                     raise ValueError(f"{where} has no weight parameter")
                 if param is not None and not param.requires_grad:
                     raise ValueError(f"{where}: its {kind} does not require grad (a frozen parameter), which "
                                      f"torch.optim would leave unchanged and {op} would update")
-                store.append(param)
-        return weights, biases
+        raise AssertionError("_refuse found nothing to refuse")
 
     def sgd_step(self, x, y, lr):
         """One step of Nielsen's ``update_mini_batch`` on this network's own parameters, in place, without
