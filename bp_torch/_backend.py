@@ -3,8 +3,8 @@
 bp_torch has two backends that compute the same formulas:
 
 * ``"python"``: the ``torch.autograd.Function`` s of :mod:`bp_torch.autograd`, the chapter line by line;
-* ``"cpp"``: the dispatcher ops of the compiled extension ``bp_torch._C`` (``torch.ops.bp_torch.*``), with fused
-  CPU kernels and a C++ autograd node.
+* ``"cpp"``: the dispatcher ops of the compiled extension ``bp_torch._C`` (``torch.ops.bp_torch.*``, loaded by
+  :mod:`bp_torch._ops`), with fused CPU kernels and a C++ autograd node.
 
 The default is ``"cpp"`` when the extension is built, ``"python"`` otherwise; the ``BP_TORCH_BACKEND`` environment
 variable overrides it at import, and :func:`set_backend` at run time. ``with use_backend(name):`` chooses a backend
@@ -12,21 +12,11 @@ for the code inside the block only, in this thread or asyncio task only, as torc
 """
 import contextlib
 import contextvars
-import importlib
 import os
-import warnings
 
 import torch
 
-from . import _checks
-
-try:
-    _C = importlib.import_module("bp_torch._C")  # loading the library registers torch.ops.bp_torch.*
-except ModuleNotFoundError:
-    _C = None  # built without the extension; setup.py said so at install time
-except ImportError as err:  # built, but cannot load (an ABI mismatch, say): worth one warning
-    _C = None
-    warnings.warn(f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning)
+from ._ops import _C
 
 _BACKENDS = ("python", "cpp") if _C is not None else ("python",)
 _default = "cpp" if _C is not None else "python"
@@ -91,64 +81,3 @@ def use_cpp(input):
 
 if os.environ.get("BP_TORCH_BACKEND"):
     set_backend(os.environ["BP_TORCH_BACKEND"])
-
-
-if _C is not None:
-    ops = torch.ops.bp_torch
-
-    # The fake kernels give torch.compile (and other tracers) each op's output shapes without running it, so the
-    # ops trace with no graph break. They validate like the real kernels, so errors are the same when tracing.
-
-    @torch.library.register_fake("bp_torch::sigmoid_linear")
-    def _sigmoid_linear_fake(x, weight, bias):
-        _checks.sigmoid_linear(x, weight, bias)
-        return x.new_empty((*x.shape[:-1], weight.shape[0]))
-
-    @torch.library.register_fake("bp_torch::sigmoid_linear_backward")
-    def _sigmoid_linear_backward_fake(grad_a, x, weight, a, output_mask):
-        _checks.sigmoid_linear_backward(grad_a, x, weight, a)
-        return (
-            x.new_empty(x.shape) if output_mask[0] else None,
-            weight.new_empty(weight.shape) if output_mask[1] else None,
-            weight.new_empty(weight.shape[0]) if output_mask[2] else None,
-        )
-
-    @torch.library.register_fake("bp_torch::quadratic_cost")
-    def _quadratic_cost_fake(a, y, reduction):
-        _checks.quadratic_cost(a, y, reduction)
-        return a.new_empty(a.shape[:-1] if reduction == "none" else ())
-
-    @torch.library.register_fake("bp_torch::quadratic_cost_backward")
-    def _quadratic_cost_backward_fake(grad_cost, a, y, reduction, output_mask):
-        _checks.quadratic_cost_backward(grad_cost, a, y, reduction)
-        return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)
-
-    @torch.library.register_fake("bp_torch::sigmoid_mlp")
-    def _sigmoid_mlp_fake(x, weights, biases):
-        _checks.sigmoid_mlp(x, weights, biases)
-        return [x.new_empty((*x.shape[:-1], weight.shape[0])) for weight in weights]
-
-    @torch.library.register_fake("bp_torch::sigmoid_mlp_backward")
-    def _sigmoid_mlp_backward_fake(grad_output, x, weights, activations, input_grad, bias_grad):
-        return (
-            x.new_empty(x.shape) if input_grad else None,
-            [weight.new_empty(weight.shape) for weight in weights],
-            [weight.new_empty(weight.shape[0]) for weight in weights] if bias_grad else [],
-        )
-
-    @torch.library.register_fake("bp_torch::sigmoid_mlp_sgd_step")
-    def _sigmoid_mlp_sgd_step_fake(x, y, weights, biases, lr):
-        _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
-        return x.new_empty(())                     # the cost; the parameters change in place, shapes unchanged
-
-    @torch.library.register_fake("bp_torch::sigmoid_mlp_sgd_epoch")
-    def _sigmoid_mlp_sgd_epoch_fake(x, y, weights, biases, lr, batch_size, perm):
-        _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
-        return x.new_empty(((x.shape[0] + batch_size - 1) // batch_size,))     # one cost per mini-batch
-
-    # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
-    # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast
-    # to float32, and they compute and return float32, like the Python backend (see bp_torch.functional).
-    for _op in ("bp_torch::sigmoid_linear", "bp_torch::quadratic_cost", "bp_torch::sigmoid_mlp"):
-        for _device_type in ("cpu", "cuda"):
-            torch.library.register_autocast(_op, _device_type, torch.float32)

@@ -1,11 +1,13 @@
-"""bp_torch's functional API: check the inputs, then dispatch to the active backend (see :mod:`bp_torch._backend`).
+"""bp_torch's functional API: check the inputs, then dispatch to the active backend (see :mod:`bp_torch._backend`):
+the Python Functions of :mod:`bp_torch.autograd` or the C++ ops of :mod:`bp_torch._ops`. This is the one place
+that chooses between them.
 
 On the C++ backend the checks run in C++ (``TORCH_CHECK``), so a call costs one dispatch; on the Python backend
 they run here. Both raise the same exceptions with the same messages.
 """
 import torch
 
-from . import _backend, _checks
+from . import _backend, _checks, _ops
 from .autograd import (QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQuadraticCostFunction,
                        sigmoid_mlp_sgd_epoch, sigmoid_mlp_sgd_step)
 
@@ -19,7 +21,7 @@ def _autocast_device_type(input):
 
 def _to_float32(device_type, *tensors):
     """Under autocast the ops compute in float32, as the C++ ops declare with ``register_autocast`` (see
-    :mod:`bp_torch._backend`): floating-point tensors on the autocast device, other than float64, become float32."""
+    :mod:`bp_torch._ops`): floating-point tensors on the autocast device, other than float64, become float32."""
     return [t.to(torch.float32) if isinstance(t, torch.Tensor) and t.is_floating_point()
             and t.device.type == device_type and t.dtype != torch.float64 else t for t in tensors]
 
@@ -37,7 +39,7 @@ def sigmoid_linear(input, weight, bias=None):
     _checks.tensor("sigmoid_linear", "weight", weight)
     _checks.tensor("sigmoid_linear", "bias", bias, optional=True)
     if _backend.use_cpp(input):
-        return _sigmoid_linear_op(input, weight, bias)
+        return _ops.sigmoid_linear(input, weight, bias)
     device_type = _autocast_device_type(input)
     if device_type is not None:  # autocast off inside, or F.linear would drop back to bfloat16/float16
         with torch.autocast(device_type, enabled=False):
@@ -59,7 +61,7 @@ def quadratic_cost(input, target, reduction="mean"):
     # A reduction that is not a str (None, say) would fail the op's schema with a RuntimeError: let the Python
     # checks raise their ValueError instead, as on the Python backend.
     if _backend.use_cpp(input) and isinstance(reduction, str):
-        return _quadratic_cost_op(input, target, reduction)
+        return _ops.quadratic_cost(input, target, reduction)
     device_type = _autocast_device_type(input)
     if device_type is not None:
         with torch.autocast(device_type, enabled=False):
@@ -98,7 +100,12 @@ def sigmoid_mlp(input, weights, biases=()):
     _checks.tensor_list("sigmoid_mlp", "weights", weights)
     _checks.tensor_list("sigmoid_mlp", "biases", biases, optional=True)
     if _backend.use_cpp(input):
-        return _sigmoid_mlp_op(input, weights, _op_biases(weights, biases))[-1]   # a^1 .. a^L; the node saves all
+        return _ops.sigmoid_mlp(input, weights, _op_biases(weights, biases))[-1]   # a^1 .. a^L; the node saves all
+    device_type = _autocast_device_type(input)
+    if device_type is not None:                # as sigmoid_linear: float32 inside, autocast off
+        with torch.autocast(device_type, enabled=False):
+            return sigmoid_mlp(*_to_float32(device_type, input), _to_float32(device_type, *weights),
+                               _to_float32(device_type, *biases))
     _checks.sigmoid_mlp(input, weights, biases)
     for l, weight in enumerate(weights):
         input = sigmoid_linear(input, weight, biases[l] if biases else None)
@@ -137,7 +144,7 @@ def sgd_step(x, y, weights, biases, lr):
     lr = _checks.sgd_arguments("sgd_step", x, y, weights, biases, lr)
     if _backend.use_cpp(x):
         # The op checks shapes, dtypes and devices in C++ with the Python checks' words, and runs below autograd.
-        return _sgd_step_op(x, y, weights, _op_biases(weights, biases), lr)
+        return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr)
     _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
     with torch.no_grad():
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
@@ -169,14 +176,14 @@ def sgd_epoch(x, y, weights, biases, lr, batch_size, perm=None):
     if _backend.use_cpp(x):
         op_biases = _op_biases(weights, biases)
         if op_biases is biases or not op_biases:
-            return _sgd_epoch_op(x, y, weights, op_biases, lr, batch_size, perm)
+            return _ops.sgd_epoch(x, y, weights, op_biases, lr, batch_size, perm)
         # Biases on some layers only: the op would update the stand-in zeros of the others from one step to the next.
         # The epoch is then a loop of sgd_step ops, each with its own zeros.
         _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
         if perm is not None:
             _checks.permutation("sgd_epoch", perm)
         order = torch.arange(x.shape[0], device=x.device) if perm is None else perm
-        costs = [_sgd_step_op(x[index], y[index], weights, _op_biases(weights, biases), lr)
+        costs = [_ops.sgd_step(x[index], y[index], weights, _op_biases(weights, biases), lr)
                  for index in (order[start:start + batch_size] for start in range(0, x.shape[0], batch_size))]
         return torch.stack(costs) if costs else x.new_empty(0)
     _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
@@ -184,12 +191,3 @@ def sgd_epoch(x, y, weights, biases, lr, batch_size, perm=None):
         _checks.permutation("sgd_epoch", perm)
     with torch.no_grad():
         return sigmoid_mlp_sgd_epoch(x, y, weights, biases or [None] * len(weights), lr, batch_size, perm)
-
-
-# The ops' overloads, looked up once: the ops run once per layer or network per mini-batch, where attribute lookups
-# per call show.
-_sigmoid_linear_op = _backend.ops.sigmoid_linear.default if _backend._C is not None else None
-_sigmoid_mlp_op = _backend.ops.sigmoid_mlp.default if _backend._C is not None else None
-_quadratic_cost_op = _backend.ops.quadratic_cost.default if _backend._C is not None else None
-_sgd_step_op = _backend.ops.sigmoid_mlp_sgd_step.default if _backend._C is not None else None
-_sgd_epoch_op = _backend.ops.sigmoid_mlp_sgd_epoch.default if _backend._C is not None else None

@@ -4,7 +4,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
-from . import _backend, _checks
+from . import _checks
 from . import functional as F
 
 
@@ -159,14 +159,13 @@ class SigmoidMLP(nn.Sequential):
         return (weights, biases) if weights else None
 
     def forward(self, input):
-        """On the C++ backend, when the network is exactly a chain of plain :class:`SigmoidLinear` layers with no
-        hooks (see ``_fused_parameters``), the whole network is one op and one autograd node (see
-        :func:`bp_torch.functional.sigmoid_mlp`). Otherwise, as on the Python backend and under torch.func
-        transforms, it is the chain of its modules, exactly as an ``nn.Sequential`` runs them."""
-        if _backend.use_cpp(input):
-            fused = self._fused_parameters()
-            if fused is not None:
-                return F.sigmoid_mlp(input, *fused)
+        """When the network is exactly a chain of plain :class:`SigmoidLinear` layers with no hooks (see
+        ``_fused_parameters``), :func:`bp_torch.functional.sigmoid_mlp`: on the C++ backend one op and one autograd
+        node for the whole network. Otherwise the chain of its modules, exactly as an ``nn.Sequential`` runs
+        them."""
+        fused = self._fused_parameters()
+        if fused is not None:
+            return F.sigmoid_mlp(input, *fused)
         return super().forward(input)
 
     def _sgd_parameters(self, op):

@@ -171,7 +171,7 @@ def test_cpp_extension_has_no_global_mutable_state(backend):
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm (binutils) is not installed")
-    library = bp_torch._backend._C.__file__
+    library = bp_torch._ops._C.__file__
     sources = "\n".join(p.read_text() for p in sorted(CSRC.rglob("*.cpp")) + sorted(CSRC.rglob("*.h")))
     op_handles = set(re.findall(r"static\s+(?:const\s+)?auto\s+(\w+)\s*=\s*c10::Dispatcher::singleton\(\)", sources))
     symbols = subprocess.run([nm, "-C", library], capture_output=True, text=True, check=True).stdout.splitlines()
