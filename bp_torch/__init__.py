@@ -4,12 +4,12 @@ Sigmoid-linear layers and the quadratic cost as PyTorch ops whose backward is th
 pure-Python backend (the chapter line by line) and an optional fused C++ backend.
 """
 from . import functional
+from ._version import __version__
 from ._backend import available_backends, backend, set_backend, use_backend
 from .modules import QuadraticCost, SigmoidLinear, SigmoidMLP
 from .explain import explain
 
 __all__ = [
     "QuadraticCost", "SigmoidLinear", "SigmoidMLP",
-    "available_backends", "backend", "explain", "functional", "set_backend", "use_backend",
+    "__version__", "available_backends", "backend", "explain", "functional", "set_backend", "use_backend",
 ]
-__version__ = "0.1.0"

@@ -10,9 +10,12 @@ The default is ``"cpp"`` when the extension is built, ``"python"`` otherwise; th
 variable overrides it at import, and :func:`set_backend` at run time. ``with use_backend(name):`` chooses a backend
 for the code inside the block only, in this thread or asyncio task only, as torch's own modes are scoped.
 """
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -22,26 +25,26 @@ _BACKENDS = ("python", "cpp") if _C is not None else ("python",)
 _default = "cpp" if _C is not None else "python"
 # The choice of the innermost use_backend() block, None outside any. A ContextVar is private to each thread (a new
 # thread starts outside every block) and is copied into each asyncio task, so no thread or task sees another's.
-_scoped = contextvars.ContextVar("bp_torch_backend", default=None)
+_scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("bp_torch_backend", default=None)
 
 
-def available_backends():
+def available_backends() -> tuple[str, ...]:
     """The backends this installation can run, e.g. ``("python", "cpp")``."""
     return _BACKENDS
 
 
-def backend():
+def backend() -> str:
     """The active backend's name: that of the innermost :func:`use_backend` block, else :func:`set_backend`'s."""
     return _scoped.get() or _default
 
 
-def _check_name(name):
+def _check_name(name: str) -> None:
     if name not in _BACKENDS:
         hint = "" if _C is not None or name != "cpp" else " (the C++ extension is not built)"
         raise ValueError(f"bp_torch: unknown or unavailable backend {name!r}{hint}; available: {_BACKENDS}")
 
 
-def set_backend(name):
+def set_backend(name: str) -> None:
     """Select the process-wide default backend (``"python"`` or ``"cpp"``), used wherever no :func:`use_backend`
     block is active, in every thread."""
     global _default
@@ -50,7 +53,7 @@ def set_backend(name):
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: str) -> Iterator[None]:
     """Run the block on backend ``name`` (``"python"`` or ``"cpp"``), in this thread or asyncio task only::
 
         with bp_torch.use_backend("python"):
@@ -66,7 +69,7 @@ def use_backend(name):
         _scoped.reset(token)
 
 
-def use_cpp(input):
+def use_cpp(input: torch.Tensor) -> bool:
     """Whether a call on ``input`` should take the C++ ops.
 
     The compiled kernels are CPU kernels: tensors on other devices (CUDA, meta) take the Python Functions, which

@@ -2,10 +2,16 @@
 the Python Functions of :mod:`bp_torch.autograd` or the C++ ops of :mod:`bp_torch._ops`. This is the one place
 that chooses between them.
 
-On the C++ backend the checks run in C++ (``TORCH_CHECK``), so a call costs one dispatch; on the Python backend
-they run here. Both raise the same exceptions with the same messages.
+What kind of thing each argument is gets checked here, for both backends (:mod:`bp_torch._checks`). Shapes, dtypes
+and devices are checked in C++ (``TORCH_CHECK``) on the C++ backend, so a call costs one dispatch, and here on the
+Python backend; both raise the same exceptions with the same messages.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import torch
+from torch import Tensor
 
 from . import _backend, _checks, _ops
 from .autograd import (QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQuadraticCostFunction,
@@ -26,7 +32,7 @@ def _to_float32(device_type, *tensors):
             and t.device.type == device_type and t.dtype != torch.float64 else t for t in tensors]
 
 
-def sigmoid_linear(input, weight, bias=None):
+def sigmoid_linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     r"""``a = sigmoid(input @ weight.T + bias)``: one layer of the chapter, ``a^l = sigma(w^l a^(l-1) + b^l)``.
 
     Its backward is the chapter's: ``delta = dC/da * a (1 - a)`` (1.2), ``dC/dW = delta^T input`` (1.1),
@@ -48,7 +54,7 @@ def sigmoid_linear(input, weight, bias=None):
     return SigmoidLinearFunction.apply(input, weight, bias)
 
 
-def quadratic_cost(input, target, reduction="mean"):
+def quadratic_cost(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     r"""The chapter's quadratic cost ``C = 1/2 sum_j (y_j - a_j)^2`` per sample (over the last dimension).
 
     ``reduction``: ``"mean"`` averages over samples (Nielsen's ``C = 1/2n sum_x ||y(x) - a(x)||^2``), ``"sum"``
@@ -70,7 +76,7 @@ def quadratic_cost(input, target, reduction="mean"):
     return QuadraticCostFunction.apply(input, target, reduction)
 
 
-def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
+def two_layer_quadratic_cost(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, y: Tensor) -> Tensor:
     r"""The chapter's two-layer network and its cost, as one Function whose backward is equations (A) and (B).
 
     ``a^1 = sigma(w^1 x + b^1)``, ``a^2 = sigma(w^2 a^1 + b^2)``, ``C = 1/2 sum_j (y_j - a^2_j)^2``, averaged over
@@ -84,7 +90,7 @@ def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
     return TwoLayerQuadraticCostFunction.apply(x, w1, b1, w2, b2, y)
 
 
-def sigmoid_mlp(input, weights, biases=()):
+def sigmoid_mlp(input: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None] = ()) -> Tensor:
     r"""A whole network of sigmoid layers, ``a^l = sigma(w^l a^(l-1) + b^l)`` for ``l = 1 .. L``, ``a^0 = input``:
     returns ``a^L``.
 
@@ -127,7 +133,8 @@ def _op_biases(weights, biases):
             for w, b in zip(weights, biases)]
 
 
-def sgd_step(x, y, weights, biases, lr):
+def sgd_step(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
+             lr: float | Tensor) -> Tensor:
     r"""One step of Nielsen's ``update_mini_batch`` on a chain of sigmoid layers, updating the tensors in place.
 
     Forward through every layer, back-propagation by (A)/(B) generalised, then ``W <- W - lr * dC/dW`` (and the
@@ -150,7 +157,8 @@ def sgd_step(x, y, weights, biases, lr):
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
 
 
-def sgd_epoch(x, y, weights, biases, lr, batch_size, perm=None):
+def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], lr: float | Tensor,
+              batch_size: int, perm: Tensor | None = None) -> Tensor:
     r"""One epoch of Nielsen's SGD in one call: :func:`sgd_step` on every mini-batch of ``batch_size`` samples, in
     ``perm``'s order, updating the tensors in place.
 

@@ -1,5 +1,11 @@
 """Drop-in ``nn.Module`` s built on :mod:`bp_torch.functional`."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NoReturn
+
 import torch
+from torch import Tensor
 from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
@@ -42,7 +48,8 @@ class SigmoidLinear(nn.Module):
 
     __constants__ = ["in_features", "out_features"]
 
-    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         self.in_features = in_features
@@ -54,14 +61,14 @@ class SigmoidLinear(nn.Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         """nn.Linear's own initialisation, so both layers draw the same numbers from the same seed."""
         nn.Linear.reset_parameters(self)
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid_linear(input, self.weight, self.bias)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
@@ -88,16 +95,16 @@ class QuadraticCost(nn.Module):
 
     __constants__ = ["reduction"]
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         if reduction not in _checks.REDUCTIONS:
             raise ValueError(f"QuadraticCost: reduction must be one of {_checks.REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
 
-    def forward(self, input, target):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.quadratic_cost(input, target, self.reduction)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
 
 
@@ -124,7 +131,8 @@ class SigmoidMLP(nn.Sequential):
         ['0.weight', '0.bias', '1.weight', '1.bias']
     """
 
-    def __init__(self, sizes, bias=True, device=None, dtype=None):
+    def __init__(self, sizes: Iterable[int], bias: bool = True, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         sizes = list(sizes)
         if len(sizes) < 2:
             raise ValueError(f"SigmoidMLP: sizes must have at least 2 entries (input and output), got {sizes}")
@@ -134,7 +142,7 @@ class SigmoidMLP(nn.Sequential):
                            for n_in, n_out in zip(sizes[:-1], sizes[1:])))
         self.sizes = sizes
 
-    def _fused_parameters(self):
+    def _fused_parameters(self) -> tuple[list[Tensor], list[Tensor | None]] | None:
         """``([W^1 .. W^L], [b^1 .. b^L])`` if the fused op computes exactly what running the layers one by one
         computes, else None.
 
@@ -158,7 +166,7 @@ class SigmoidMLP(nn.Sequential):
             biases.append(params["bias"] if "bias" in params else layer.bias)
         return (weights, biases) if weights else None
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         """When the network is exactly a chain of plain :class:`SigmoidLinear` layers with no hooks (see
         ``_fused_parameters``), :func:`bp_torch.functional.sigmoid_mlp`: on the C++ backend one op and one autograd
         node for the whole network. Otherwise the chain of its modules, exactly as an ``nn.Sequential`` runs
@@ -168,7 +176,7 @@ class SigmoidMLP(nn.Sequential):
             return F.sigmoid_mlp(input, *fused)
         return super().forward(input)
 
-    def _sgd_parameters(self, op):
+    def _sgd_parameters(self, op: str) -> tuple[list[Tensor], list[Tensor | None]]:
         """``([W^1 .. W^L], [b^1 .. b^L])`` for sgd_step and sgd_epoch, which update them in place: only where that
         step is exactly autograd + ``torch.optim.SGD`` on this network. Anything else is refused with the layer
         and the reason (see ``_refuse``), rather than a parameter being skipped or a module being treated as a
@@ -187,7 +195,7 @@ class SigmoidMLP(nn.Sequential):
             raise ValueError(f"{op}: the network has no layers")
         return weights, biases
 
-    def _refuse(self, op):
+    def _refuse(self, op: str) -> NoReturn:
         """Raises the ValueError that says which layer sgd_step or sgd_epoch cannot update exactly, and why."""
         for name, layer in self._modules.items():
             where = f"{op}: layer {name} ({type(layer).__name__})"
@@ -210,7 +218,7 @@ class SigmoidMLP(nn.Sequential):
                                      f"torch.optim would leave unchanged and {op} would update")
         raise AssertionError("_refuse found nothing to refuse")
 
-    def sgd_step(self, x, y, lr):
+    def sgd_step(self, x: Tensor, y: Tensor, lr: float | Tensor) -> Tensor:
         """One step of Nielsen's ``update_mini_batch`` on this network's own parameters, in place, without
         autograd: see :func:`bp_torch.functional.sgd_step`. Returns the mini-batch's cost before the update.
         On the C++ backend the whole step is a single op call. A network that is not a chain of plain
@@ -221,7 +229,8 @@ class SigmoidMLP(nn.Sequential):
         """
         return F.sgd_step(x, y, *self._sgd_parameters("sgd_step"), lr)
 
-    def sgd_epoch(self, x, y, lr, batch_size, shuffle=True, generator=None):
+    def sgd_epoch(self, x: Tensor, y: Tensor, lr: float | Tensor, batch_size: int, shuffle: bool = True,
+                  generator: torch.Generator | None = None) -> Tensor:
         """One epoch of Nielsen's SGD on this network's own parameters, in place, without autograd: mini-batches of
         ``batch_size`` samples (the last one partial), in the order of ``torch.randperm(n, generator=generator)``
         when ``shuffle``, else in order. See :func:`bp_torch.functional.sgd_epoch`; on the C++ backend the whole
