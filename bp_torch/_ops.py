@@ -5,13 +5,18 @@ Loading the library registers ``torch.ops.bp_torch.*``: the schemas and CPU kern
 ``csrc/cpu/``) and the autograd nodes (``csrc/autograd.cpp``). Without the extension every handle here is None and
 :mod:`bp_torch._backend` offers the Python backend only.
 """
+from __future__ import annotations
+
 import importlib
 import warnings
+from types import ModuleType
+from typing import Any
 
 import torch
 
 from . import _checks
 
+_C: ModuleType | None
 try:
     _C = importlib.import_module("bp_torch._C")  # loading the library registers torch.ops.bp_torch.*
 except ModuleNotFoundError:
@@ -22,7 +27,11 @@ except ImportError as err:  # built, but cannot load (an ABI mismatch, say): wor
 
 # The ops' overloads, looked up once: the ops run once per layer or network per mini-batch, where attribute lookups
 # per call show.
-sigmoid_linear = quadratic_cost = sigmoid_mlp = sgd_step = sgd_epoch = None
+sigmoid_linear: Any = None
+quadratic_cost: Any = None
+sigmoid_mlp: Any = None
+sgd_step: Any = None
+sgd_epoch: Any = None
 if _C is not None:
     sigmoid_linear = torch.ops.bp_torch.sigmoid_linear.default
     quadratic_cost = torch.ops.bp_torch.quadratic_cost.default

@@ -25,7 +25,7 @@ def _autocast_device_type(input):
     return device_type if enabled else None
 
 
-def _to_float32(device_type, *tensors):
+def _to_float32(device_type, *tensors) -> list:
     """Under autocast the ops compute in float32, as the C++ ops declare with ``register_autocast`` (see
     :mod:`bp_torch._ops`): floating-point tensors on the autocast device, other than float64, become float32."""
     return [t.to(torch.float32) if isinstance(t, torch.Tensor) and t.is_floating_point()
@@ -71,7 +71,8 @@ def quadratic_cost(input: Tensor, target: Tensor, reduction: str = "mean") -> Te
     device_type = _autocast_device_type(input)
     if device_type is not None:
         with torch.autocast(device_type, enabled=False):
-            return quadratic_cost(*_to_float32(device_type, input, target), reduction)
+            input, target = _to_float32(device_type, input, target)
+            return quadratic_cost(input, target, reduction)
     _checks.quadratic_cost(input, target, reduction)
     return QuadraticCostFunction.apply(input, target, reduction)
 
@@ -110,8 +111,8 @@ def sigmoid_mlp(input: Tensor, weights: Sequence[Tensor], biases: Sequence[Tenso
     device_type = _autocast_device_type(input)
     if device_type is not None:                # as sigmoid_linear: float32 inside, autocast off
         with torch.autocast(device_type, enabled=False):
-            return sigmoid_mlp(*_to_float32(device_type, input), _to_float32(device_type, *weights),
-                               _to_float32(device_type, *biases))
+            (input,) = _to_float32(device_type, input)
+            return sigmoid_mlp(input, _to_float32(device_type, *weights), _to_float32(device_type, *biases))
     _checks.sigmoid_mlp(input, weights, biases)
     for l, weight in enumerate(weights):
         input = sigmoid_linear(input, weight, biases[l] if biases else None)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import torch
 from torch import Tensor
@@ -50,20 +50,19 @@ class SigmoidLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory_kwargs))
+        self.weight = nn.Parameter(torch.empty((out_features, in_features), device=device, dtype=dtype))
         if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, **factory_kwargs))
+            self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """nn.Linear's own initialisation, so both layers draw the same numbers from the same seed."""
-        nn.Linear.reset_parameters(self)
+        nn.Linear.reset_parameters(cast(nn.Linear, self))      # it reads weight, bias and in_features only
 
     def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid_linear(input, self.weight, self.bias)
@@ -156,13 +155,17 @@ class SigmoidMLP(nn.Sequential):
         if (_module._global_forward_hooks or _module._global_forward_pre_hooks
                 or _module._global_backward_hooks or _module._global_backward_pre_hooks):
             return None
-        weights, biases = [], []
+        weights: list[Tensor] = []
+        biases: list[Tensor | None] = []
         for layer in self._modules.values():       # one loop: each comprehension would be a call of its own
             if (type(layer) is not SigmoidLinear or layer._forward_hooks or layer._forward_pre_hooks
                     or layer._backward_hooks or layer._backward_pre_hooks):
                 return None
             params = layer._parameters
-            weights.append(params["weight"] if "weight" in params else layer.weight)
+            weight = params["weight"] if "weight" in params else layer.weight
+            if weight is None:
+                return None
+            weights.append(weight)
             biases.append(params["bias"] if "bias" in params else layer.bias)
         return (weights, biases) if weights else None
 
@@ -181,7 +184,8 @@ class SigmoidMLP(nn.Sequential):
         step is exactly autograd + ``torch.optim.SGD`` on this network. Anything else is refused with the layer
         and the reason (see ``_refuse``), rather than a parameter being skipped or a module being treated as a
         sigmoid layer."""
-        weights, biases = [], []
+        weights: list[Tensor] = []
+        biases: list[Tensor | None] = []
         for layer in self._modules.values():       # runs once per mini-batch: the checks first, messages on failure
             params = layer._parameters
             weight, bias = params.get("weight"), params.get("bias")
