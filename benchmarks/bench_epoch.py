@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 import bp_torch
+
 from common import compare, plain_torch_mlp
 
 SIZES, BATCH, LR = [784, 30, 10], 10, 3.0

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import bp_torch
+
 from common import compare
 
 SIZES = [(10, 784, 30), (64, 256, 256), (256, 1024, 1024)]

@@ -22,6 +22,7 @@ import argparse
 import torch
 
 import bp_torch
+
 from common import compare, plain_torch_mlp
 
 CASES = [([784, 30, 10], 10), ([784, 100, 10], 10), ([1024, 1024, 1024, 10], 256)]

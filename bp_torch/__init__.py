@@ -4,10 +4,10 @@ Sigmoid-linear layers and the quadratic cost as PyTorch ops whose backward is th
 pure-Python backend (the chapter line by line) and an optional fused C++ backend.
 """
 from . import functional
-from ._version import __version__
 from ._backend import available_backends, backend, set_backend, use_backend
-from .modules import QuadraticCost, SigmoidLinear, SigmoidMLP
+from ._version import __version__
 from .explain import explain
+from .modules import QuadraticCost, SigmoidLinear, SigmoidMLP
 
 __all__ = [
     "QuadraticCost", "SigmoidLinear", "SigmoidMLP",

@@ -23,7 +23,8 @@ except ModuleNotFoundError:
     _C = None  # built without the extension; setup.py said so at install time
 except ImportError as err:  # built, but cannot load (an ABI mismatch, say): worth one warning
     _C = None
-    warnings.warn(f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning)
+    warnings.warn(f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning,
+                  stacklevel=2)
 
 # The ops' overloads, looked up once: the ops run once per layer or network per mini-batch, where attribute lookups
 # per call show.

@@ -156,12 +156,12 @@ class TwoLayerQuadraticCostFunction(torch.autograd.Function):
         n = n_samples(a2)
         a0, a1, a2, y_rows = (rows(t) for t in (a0, a1, a2, y))   # one row per sample
 
-        dC_da2 = (a2 - y_rows) * (grad_cost / n)                   # (1.3)    dC/da^2 = a^2 - y
-        delta2 = sigmoid_prime_from_output(a2) * dC_da2            # (1.2)    da^2/dz^2 = sigma'(z^2)
-        dC_dw2 = delta2.T @ a1                                     # (A)      a^1 * sigma'(z^2) * (a^2 - y)
-        dC_da1 = delta2 @ w2                                       # (2.3.2)  da^2/da^1 = sigma'(z^2) w^2
-        delta1 = sigmoid_prime_from_output(a1) * dC_da1            # (2.2)    da^1/dz^1 = sigma'(z^1)
-        dC_dw1 = delta1.T @ a0                                     # (B)      a^0 * sigma'(z^1) * (a^2 - y) * sigma'(z^2) * w^2
+        dC_da2 = (a2 - y_rows) * (grad_cost / n)         # (1.3)   dC/da^2 = a^2 - y
+        delta2 = sigmoid_prime_from_output(a2) * dC_da2  # (1.2)   da^2/dz^2 = sigma'(z^2)
+        dC_dw2 = delta2.T @ a1                           # (A)     a^1 * sigma'(z^2) * (a^2 - y)
+        dC_da1 = delta2 @ w2                             # (2.3.2) da^2/da^1 = sigma'(z^2) w^2
+        delta1 = sigmoid_prime_from_output(a1) * dC_da1  # (2.2)   da^1/dz^1 = sigma'(z^1)
+        dC_dw1 = delta1.T @ a0                           # (B)     a^0 * sigma'(z^1) * (a^2 - y) * sigma'(z^2) * w^2
 
         needs = ctx.needs_input_grad
         return (

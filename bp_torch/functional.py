@@ -14,8 +14,13 @@ import torch
 from torch import Tensor
 
 from . import _backend, _checks, _ops
-from .autograd import (QuadraticCostFunction, SigmoidLinearFunction, TwoLayerQuadraticCostFunction,
-                       sigmoid_mlp_sgd_epoch, sigmoid_mlp_sgd_step)
+from .autograd import (
+    QuadraticCostFunction,
+    SigmoidLinearFunction,
+    TwoLayerQuadraticCostFunction,
+    sigmoid_mlp_sgd_epoch,
+    sigmoid_mlp_sgd_step,
+)
 
 
 def _autocast_device_type(input):

@@ -5,8 +5,7 @@ from collections.abc import Iterable
 from typing import NoReturn, cast
 
 import torch
-from torch import Tensor
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
@@ -162,11 +161,12 @@ class SigmoidMLP(nn.Sequential):
                     or layer._backward_hooks or layer._backward_pre_hooks):
                 return None
             params = layer._parameters
-            weight = params["weight"] if "weight" in params else layer.weight
+            weight = params["weight"] if "weight" in params else layer.weight   # noqa: SIM401 - get() would look up
+            # layer.weight every time
             if weight is None:
                 return None
             weights.append(weight)
-            biases.append(params["bias"] if "bias" in params else layer.bias)
+            biases.append(params["bias"] if "bias" in params else layer.bias)   # noqa: SIM401
         return (weights, biases) if weights else None
 
     def forward(self, input: Tensor) -> Tensor:

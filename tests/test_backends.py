@@ -8,9 +8,10 @@ import torch
 from torch.library import opcheck
 
 import bp_torch
-import reference
 from bp_torch import SigmoidLinear
 from bp_torch.functional import quadratic_cost, sigmoid_linear
+
+import reference
 
 
 def test_switch():

@@ -323,7 +323,7 @@ def test_backward_op_with_a_wrong_length_mask_raises(backend):
 def test_cpp_errors_never_abort_the_process(backend):
     """Every error path of the C++ ops, in a fresh interpreter: the process must exit normally, with each error
     caught as a Python exception (an abort or a crash would show as a signal in the return code)."""
-    script = f"""
+    script = """
 import torch, bp_torch
 ops = torch.ops.bp_torch
 x, w, a = torch.ones(3, 4), torch.ones(5, 4), torch.ones(3, 5)

@@ -9,7 +9,6 @@ and create_graph (which takes the C++ backend's differentiable backward instead 
 The example count comes from the hypothesis profile (tests/conftest.py): "ci" by default (deterministic),
 ``--hypothesis-profile=thorough`` for 10x more.
 """
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given

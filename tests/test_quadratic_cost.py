@@ -4,9 +4,10 @@ import torch
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
-import reference
 from bp_torch import QuadraticCost
 from bp_torch.functional import quadratic_cost
+
+import reference
 
 SHAPES = {"1d": (3,), "2d": (4, 3), "3d": (2, 4, 3), "empty-batch": (0, 3)}
 REDUCTIONS = ["mean", "sum", "none"]

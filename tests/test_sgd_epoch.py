@@ -13,9 +13,10 @@ import torch
 from torch.library import opcheck
 
 import bp_torch
-import reference
 from bp_torch import SigmoidMLP
 from bp_torch import functional as F
+
+import reference
 
 ops = torch.ops.bp_torch if "cpp" in bp_torch.available_backends() else None
 

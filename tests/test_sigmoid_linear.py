@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-import reference
 from bp_torch.functional import sigmoid_linear
+
+import reference
 
 IN, OUT = 4, 3
 SHAPES = {"1d": (IN,), "2d": (2, IN), "3d": (2, 3, IN), "empty-batch": (0, IN)}

@@ -14,10 +14,11 @@ from torch.func import functional_call
 from torch.library import opcheck
 
 import bp_torch
-import reference
 from bp_torch import QuadraticCost, SigmoidLinear, SigmoidMLP
 from bp_torch import functional as F
 from bp_torch.autograd import sigmoid_mlp_sgd_step
+
+import reference
 
 ops = torch.ops.bp_torch if "cpp" in bp_torch.available_backends() else None
 NETS = [[5, 4, 3], [7, 6, 5, 2], [6, 5, 4, 3, 2], [784, 30, 10]]

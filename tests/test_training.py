@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-import reference
 from bp_torch import QuadraticCost, SigmoidLinear, SigmoidMLP
+
+import reference
 
 SIZES, N_SAMPLES, BATCH, LR = [6, 5, 4, 3], 50, 2, 3.0     # 25 steps of mini-batch 2
 

@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-import reference
 from bp_torch.functional import two_layer_quadratic_cost
+
+import reference
 
 SHAPES = {"1d": (3,), "2d": (4, 3), "3d": (2, 4, 3)}
 

@@ -2,10 +2,10 @@
 import torch
 from torch.func import grad, vmap
 
-import reference
-
 from bp_torch import QuadraticCost, SigmoidLinear, SigmoidMLP
 from bp_torch.functional import two_layer_quadratic_cost
+
+import reference
 
 
 def test_per_sample_gradients_of_a_model_equal_a_loop():
