@@ -64,6 +64,8 @@ class SigmoidLinear(nn.Module):
         nn.Linear.reset_parameters(cast(nn.Linear, self))      # it reads weight, bias and in_features only
 
     def forward(self, input: Tensor) -> Tensor:
+        """``sigmoid(input @ weight.T + bias)``: :func:`bp_torch.functional.sigmoid_linear` on this layer's parameters.
+        Shapes: ``(*, in_features) -> (*, out_features)``."""
         return F.sigmoid_linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
@@ -100,6 +102,8 @@ class QuadraticCost(nn.Module):
         self.reduction = reduction
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """The cost of ``input`` (the network's output ``a``) against ``target`` (``y``): see
+        :func:`bp_torch.functional.quadratic_cost`."""
         return F.quadratic_cost(input, target, self.reduction)
 
     def extra_repr(self) -> str:
