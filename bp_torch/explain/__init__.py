@@ -31,6 +31,8 @@ The formulas it shares with the library come from :mod:`bp_torch.autograd` (``si
 """
 import argparse
 import html
+import math
+import numbers
 import pathlib
 from dataclasses import dataclass
 
@@ -55,12 +57,13 @@ COST_REDUCTIONS = ("mean", "sum")
 def _layers_of(model):
     """The model's SigmoidLinear layers, first to last; a clear error for anything else."""
     if isinstance(model, SigmoidLinear):
-        return [model]
-    if not isinstance(model, nn.Sequential):
+        layers = [model]
+    elif isinstance(model, nn.Sequential):
+        layers = list(model)
+    else:
         raise TypeError(
             f"explain: model must be a bp_torch.SigmoidMLP, a bp_torch.SigmoidLinear or an nn.Sequential of "
             f"SigmoidLinear layers (the chapter's a^l = sigma(w^l a^(l-1) + b^l)), got {type(model).__name__}")
-    layers = list(model)
     if not layers:
         raise ValueError("explain: the model has no layers")
     for i, layer in enumerate(layers):
@@ -68,6 +71,14 @@ def _layers_of(model):
             raise TypeError(
                 f"explain: layer {i} of the model is {type(layer).__name__}; every layer must be a "
                 f"bp_torch.SigmoidLinear, whose derivative is the chapter's sigma'(z) = a (1 - a)")
+    # Before any computation, so that both backends refuse a zero-width layer with this message (each would otherwise
+    # fail in its own way, deep inside a reshape or a reduction)
+    for i, layer in enumerate(layers):
+        if layer.in_features == 0 or layer.out_features == 0:
+            raise ValueError(
+                f"explain: layer {i} of the model (w^{i + 1}) has {layer.in_features} inputs and "
+                f"{layer.out_features} outputs; every layer needs at least one of each, or there is no weight "
+                f"w^{i + 1}_jk whose chain rule to show")
     for i, (below, above) in enumerate(zip(layers[:-1], layers[1:])):
         if above.in_features != below.out_features:
             raise ValueError(
@@ -93,6 +104,25 @@ def _cost_module(cost):
         raise ValueError(f"explain: the cost must reduce to one number, so its reduction must be one of "
                          f"{COST_REDUCTIONS}, got {cost.reduction!r}")
     return cost
+
+
+def _learning_rate(lr):
+    """``lr`` as a float: a real, finite number >= 0 (a Python or numpy scalar, or a one-element real tensor), as
+    the library's sgd_step takes it; anything else raises TypeError (not a number) or ValueError (nan, inf, < 0)."""
+    if isinstance(lr, torch.Tensor):
+        if lr.is_complex() or lr.dtype == torch.bool:
+            raise TypeError(f"explain: lr must be a real number, got a {lr.dtype} tensor")
+        if lr.numel() != 1:
+            raise ValueError(f"explain: lr must be a single number, got a tensor of shape {list(lr.shape)}")
+        value = lr.item()
+    elif isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        value = lr
+    else:
+        raise TypeError(f"explain: lr must be a real number, got {type(lr).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"explain: lr must be a finite number >= 0, got {value}")
+    return value
 
 
 def _as_tensor(value, like, name):
@@ -264,12 +294,14 @@ class ExplainReport:
         Args:
             path: where to write the page (UTF-8), if given.
             steps: the number of SGD steps the slider moves through, 0 to 200 (default 20).
-            lr: the learning rate ``eta`` of those steps (default 0.5).
+            lr: the learning rate ``eta`` of those steps (default 0.5): a real, finite number >= 0 (a Python or
+                numpy scalar, or a one-element tensor); others raise ``TypeError`` or ``ValueError``.
             title: the page's first line of description (default: ``"network 2-2-2"`` and so on).
 
         Returns:
             The page, as a string.
         """
+        lr = _learning_rate(lr)
         _page.check_drawable(self.sizes, self.n_samples)
         _page.check_steps(steps)
         page = _page.render(_after_sgd_steps(self, lr, steps), lr, title)
