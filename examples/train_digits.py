@@ -80,7 +80,29 @@ DIGITS_SPLIT = {"test_size": 0.25, "random_state": 0}  # fixed, whatever --seed 
 
 
 class UserError(Exception):
-    """A dataset that is not there, a bad combination of flags: reported as one line, without a traceback."""
+    """A dataset that is not there, a bad combination of flags, a file that cannot be written: reported as one line,
+    ``train_digits.py: error: ...``, with exit status 2 (argparse's, for its own errors), without a traceback."""
+
+
+USAGE_ERROR = 2
+
+
+def need_matplotlib(option):
+    """Raise UserError, naming the extra that installs it, unless matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise UserError(f"{option} needs matplotlib, which is not installed ({err}): "
+                        f"pip install 'bp_torch[plot]' (or pip install matplotlib)") from None
+
+
+def check_output_paths(args):
+    """Before training: every output file's folder exists (a run of minutes should not end in a failed write)."""
+    for option in ("metrics_json", "plot", "save"):
+        path = getattr(args, option)
+        folder = os.path.dirname(path) if path else ""
+        if folder and not os.path.isdir(folder):
+            raise UserError(f"--{option.replace('_', '-')} {path}: there is no folder {folder}")
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -276,7 +298,8 @@ def parse_args(argv=None):
                    help="train each epoch with one SigmoidMLP.sgd_epoch call (no autograd)")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel on gloo; run under torchrun")
     p.add_argument("--metrics-json", metavar="PATH", help="write the metrics and per-epoch history as JSON")
-    p.add_argument("--plot", metavar="PATH.png", help="save the curves, confusion matrix and weights as a PNG")
+    p.add_argument("--plot", metavar="PATH.png", help="save the curves, confusion matrix and weights as a PNG (needs matplotlib: "
+                        "pip install 'bp_torch[plot]')")
     p.add_argument("--save", metavar="PATH", help="save a checkpoint that loads into plain nn.Sequential")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (the per-epoch lines remain)")
     args = p.parse_args(argv)
@@ -294,6 +317,10 @@ def parse_args(argv=None):
 
 def train(args):
     from tqdm import tqdm
+
+    check_output_paths(args)
+    if args.plot:
+        need_matplotlib("--plot")
 
     if args.backend:
         try:
@@ -410,8 +437,12 @@ def main(argv=None):
     try:
         train(args)
     except UserError as err:
-        print(f"{os.path.basename(sys.argv[0]) or 'train_digits.py'}: error: {err}", file=sys.stderr)
-        return 1
+        print(f"train_digits.py: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as err:  # an output that cannot be written (a full disk, a read-only folder)
+        print(f"train_digits.py: error: cannot write {err.filename or 'an output'}: {err.strerror or err}",
+              file=sys.stderr)
+        return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
