@@ -4,6 +4,8 @@ r"""Train a handwritten-digit classifier with bp_torch's layers, the way the cha
     python examples/train_digits.py --dataset mnist --data-dir ~/data --download     # Nielsen's MNIST run
     torchrun --nproc_per_node=2 examples/train_digits.py --ddp                         # DistributedDataParallel
 
+(From a checkout, each through ``bash scripts/env.sh``: ``bash scripts/env.sh torchrun --nproc_per_node=2 ...``.)
+
 The default run trains on ``sklearn.datasets.load_digits`` (1,797 real handwritten digits, 8x8 pixels, bundled with
 scikit-learn, so nothing is downloaded) with a fixed, stratified 75/25 train/test split (1,347 / 450 images,
 ``random_state=0`` whatever ``--seed`` is) and pixels scaled to [0, 1]. The network is a ``[64, 30, 10]``
@@ -334,8 +336,8 @@ def train(args):
         from torch.nn.parallel import DistributedDataParallel
 
         if "RANK" not in os.environ:
-            raise UserError("--ddp runs under torchrun, e.g. torchrun --nproc_per_node=2 examples/train_digits.py "
-                            "--ddp")
+            raise UserError("--ddp runs under torchrun, e.g. bash scripts/env.sh torchrun --nproc_per_node=2 "
+                            "examples/train_digits.py --ddp")
         if args.batch_size % int(os.environ["WORLD_SIZE"]):
             raise UserError(f"--batch-size {args.batch_size} must be a multiple of the number of processes "
                             f"({os.environ['WORLD_SIZE']}) under --ddp")
