@@ -14,14 +14,41 @@
    gives the same gradients, to float64 rounding.
 3. Gradient descent, ``W <- W - eta * dC/dW`` with (A) and (B) as the gradients, drives the cost down.
 """
+import argparse
+import math
+
 import torch
 
 from bp_torch.functional import two_layer_quadratic_cost
 
-torch.manual_seed(0)
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def learning_rate(text):
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+parser = argparse.ArgumentParser(
+    description="The chapter's two-layer network: equations (A) and (B) by two_layer_quadratic_cost's backward, "
+                "checked against torch autograd on the same network in plain torch ops, then gradient descent "
+                "with them.")
+parser.add_argument("--eta", type=learning_rate, default=2.0, help="the learning rate; default: 2.0")
+parser.add_argument("--steps", type=positive_int, default=400, help="gradient-descent steps; default: 400")
+parser.add_argument("--seed", type=int, default=0, help="seeds the data and the weights; default: 0")
+args = parser.parse_args()
+
+torch.manual_seed(args.seed)
 dtype = torch.float64
 n_samples, n0, n1, n2 = 16, 3, 4, 2
-eta, steps, print_every = 2.0, 400, 50
+eta, steps, print_every = args.eta, args.steps, max(1, args.steps // 8)
 
 # A small task: output 1 says whether the inputs average above 1/2, output 2 whether x_1 > x_3.
 x = torch.rand(n_samples, n0, dtype=dtype)

@@ -29,16 +29,27 @@ import train_digits  # noqa: E402  (the data loaders and the plain-torch model, 
 
 
 def load_model(path):
-    ckpt = torch.load(path, map_location="cpu")  # weights_only=True: tensors, lists, strings
+    not_ours = f"{path} is not a checkpoint written by train_digits.py --save"
+    try:
+        ckpt = torch.load(path, map_location="cpu")  # weights_only=True: tensors, lists, strings
+    except OSError as err:
+        raise train_digits.UserError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    except Exception as err:  # torch.load's errors for a file that is not one it wrote are of many kinds
+        raise train_digits.UserError(f"{not_ours} (torch.load cannot read it: {type(err).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != train_digits.CHECKPOINT_FORMAT:
-        raise train_digits.UserError(f"{path} is not a checkpoint written by train_digits.py --save")
-    net = train_digits.plain_sequential(ckpt["sizes"])
-    net.load_state_dict(ckpt["state_dict"])
+        raise train_digits.UserError(f"{not_ours} (it holds a {type(ckpt).__name__} without its \"format\")")
+    try:
+        net = train_digits.plain_sequential(ckpt["sizes"])
+        net.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        detail = " ".join(str(err).split())  # load_state_dict's message spans lines: one line here
+        raise train_digits.UserError(f"{path}: the checkpoint's network does not load ({detail[:300]})") from None
     return net.eval(), ckpt
 
 
 def read_image(path, image_shape):
     """An image file as a flat float32 tensor in [0, 1], ink bright, resized to ``image_shape`` by area averaging."""
+    train_digits.need_matplotlib("--image")
     import matplotlib.image
 
     try:
@@ -70,8 +81,9 @@ def ascii_image(x, image_shape):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Predict digits with a checkpoint of examples/train_digits.py.")
-    p.add_argument("checkpoint")
-    p.add_argument("--image", metavar="PATH", help="an image file to classify instead of test images")
+    p.add_argument("checkpoint", help="the file that train_digits.py --save wrote")
+    p.add_argument("--image", metavar="PATH", help="an image file to classify instead of test images (needs "
+                                                   "matplotlib: pip install 'bp_torch[plot]')")
     p.add_argument("--count", type=int, default=5, help="how many test images; default: 5")
     p.add_argument("--start", type=int, default=0, help="index of the first test image; default: 0")
     p.add_argument("--data-dir", metavar="ROOT", help="MNIST's root (MNIST checkpoints); default: the training one")
@@ -94,8 +106,9 @@ def main(argv=None):
             x, labels = data["x_test"][args.start:stop], data["y_test"][args.start:stop].tolist()
             names = [f"test image {i}" for i in range(args.start, stop)]
     except (train_digits.UserError, OSError, RuntimeError) as err:
-        print(f"predict_digits.py: error: {err}", file=sys.stderr)
-        return 1
+        detail = " ".join(str(err).split())  # one line, whatever the error
+        print(f"predict_digits.py: error: {detail}", file=sys.stderr)
+        return train_digits.USAGE_ERROR
 
     with torch.no_grad():
         out = net(x)

@@ -4,6 +4,8 @@ r"""Train a handwritten-digit classifier with bp_torch's layers, the way the cha
     python examples/train_digits.py --dataset mnist --data-dir ~/data --download     # Nielsen's MNIST run
     torchrun --nproc_per_node=2 examples/train_digits.py --ddp                         # DistributedDataParallel
 
+(From a checkout, each through ``bash scripts/env.sh``: ``bash scripts/env.sh torchrun --nproc_per_node=2 ...``.)
+
 The default run trains on ``sklearn.datasets.load_digits`` (1,797 real handwritten digits, 8x8 pixels, bundled with
 scikit-learn, so nothing is downloaded) with a fixed, stratified 75/25 train/test split (1,347 / 450 images,
 ``random_state=0`` whatever ``--seed`` is) and pixels scaled to [0, 1]. The network is a ``[64, 30, 10]``
@@ -80,7 +82,29 @@ DIGITS_SPLIT = {"test_size": 0.25, "random_state": 0}  # fixed, whatever --seed 
 
 
 class UserError(Exception):
-    """A dataset that is not there, a bad combination of flags: reported as one line, without a traceback."""
+    """A dataset that is not there, a bad combination of flags, a file that cannot be written: reported as one line,
+    ``train_digits.py: error: ...``, with exit status 2 (argparse's, for its own errors), without a traceback."""
+
+
+USAGE_ERROR = 2
+
+
+def need_matplotlib(option):
+    """Raise UserError, naming the extra that installs it, unless matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise UserError(f"{option} needs matplotlib, which is not installed ({err}): "
+                        f"pip install 'bp_torch[plot]' (or pip install matplotlib)") from None
+
+
+def check_output_paths(args):
+    """Before training: every output file's folder exists (a run of minutes should not end in a failed write)."""
+    for option in ("metrics_json", "plot", "save"):
+        path = getattr(args, option)
+        folder = os.path.dirname(path) if path else ""
+        if folder and not os.path.isdir(folder):
+            raise UserError(f"--{option.replace('_', '-')} {path}: there is no folder {folder}")
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -276,7 +300,8 @@ def parse_args(argv=None):
                    help="train each epoch with one SigmoidMLP.sgd_epoch call (no autograd)")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel on gloo; run under torchrun")
     p.add_argument("--metrics-json", metavar="PATH", help="write the metrics and per-epoch history as JSON")
-    p.add_argument("--plot", metavar="PATH.png", help="save the curves, confusion matrix and weights as a PNG")
+    p.add_argument("--plot", metavar="PATH.png", help="save the curves, confusion matrix and weights as a PNG (needs matplotlib: "
+                        "pip install 'bp_torch[plot]')")
     p.add_argument("--save", metavar="PATH", help="save a checkpoint that loads into plain nn.Sequential")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (the per-epoch lines remain)")
     args = p.parse_args(argv)
@@ -295,6 +320,10 @@ def parse_args(argv=None):
 def train(args):
     from tqdm import tqdm
 
+    check_output_paths(args)
+    if args.plot:
+        need_matplotlib("--plot")
+
     if args.backend:
         try:
             bp_torch.set_backend(args.backend)
@@ -307,8 +336,8 @@ def train(args):
         from torch.nn.parallel import DistributedDataParallel
 
         if "RANK" not in os.environ:
-            raise UserError("--ddp runs under torchrun, e.g. torchrun --nproc_per_node=2 examples/train_digits.py "
-                            "--ddp")
+            raise UserError("--ddp runs under torchrun, e.g. bash scripts/env.sh torchrun --nproc_per_node=2 "
+                            "examples/train_digits.py --ddp")
         if args.batch_size % int(os.environ["WORLD_SIZE"]):
             raise UserError(f"--batch-size {args.batch_size} must be a multiple of the number of processes "
                             f"({os.environ['WORLD_SIZE']}) under --ddp")
@@ -410,8 +439,12 @@ def main(argv=None):
     try:
         train(args)
     except UserError as err:
-        print(f"{os.path.basename(sys.argv[0]) or 'train_digits.py'}: error: {err}", file=sys.stderr)
-        return 1
+        print(f"train_digits.py: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as err:  # an output that cannot be written (a full disk, a read-only folder)
+        print(f"train_digits.py: error: cannot write {err.filename or 'an output'}: {err.strerror or err}",
+              file=sys.stderr)
+        return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -5,12 +5,17 @@
 #   1. a venv under ~/.cache/bp_torch/, keyed by the hash of requirements.txt, so the 5 GB torch install
 #      happens once per set of pins and is reused by every later run and every clone;
 #   2. bp_torch itself, installed in editable mode with `pip install --no-build-isolation -e .`.
+# COMMAND runs in the directory env.sh was called from, so relative paths in it mean what the user typed; this
+# checkout goes first on PYTHONPATH, so `import bp_torch` finds its code from any directory.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+caller_dir=$PWD
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 cache=${BP_TORCH_CACHE:-$HOME/.cache/bp_torch}
+case "$cache" in /*) ;; *) cache="$caller_dir/$cache" ;; esac  # a relative BP_TORCH_CACHE is the caller's
 req_hash=$(sha256sum requirements.txt | cut -c1-16)
 venv="$cache/venv-$req_hash"
 
@@ -23,15 +28,30 @@ error_line() {
 }
 fail() { echo "[env] FAILED: $1; full log: $2" >&2; exit 1; }
 
+# run_logged WHAT LOG COMMAND...: COMMAND's output goes to LOG, and every 30 s a line says that WHAT is still under
+# way, so that a first run of several minutes does not sit silent behind one line.
+run_logged() {
+    local what=$1 log=$2 waited=0 pid
+    shift 2
+    "$@" >"$log" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        waited=$((waited + 1))
+        [ $((waited % 30)) -ne 0 ] || echo "[env]   still $what: $waited s so far (log: $log)" >&2
+    done
+    wait "$pid"
+}
+
 start=$(date +%s)
 if [ ! -f "$venv/.complete" ]; then
-    echo "[env] creating $venv (once per requirements.txt)" >&2
+    echo "[env] creating $venv (once per requirements.txt: about 6 GB, several minutes)" >&2
     rm -rf "$venv"
     mkdir -p "$cache"
     "$PYTHON" -m venv "$venv"
     log="$venv/install.log"
-    { "$venv/bin/python" -m pip install -r requirements.txt && "$venv/bin/python" -c "import torch, torchvision"; } \
-        >"$log" 2>&1 || fail "installing requirements.txt failed ($(error_line "$log"))" "$log"
+    run_logged "installing requirements.txt" "$log" bash -c \
+        '"$1" -m pip install -r requirements.txt && "$1" -c "import torch, torchvision"' _ "$venv/bin/python" || fail "installing requirements.txt failed ($(error_line "$log"))" "$log"
     touch "$venv/.complete"
 fi
 
@@ -53,10 +73,10 @@ stamp=build/.bp_torch-build-key
 have_ext=$(ls bp_torch/_C*.so 2>/dev/null || true)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$build_key" ] || \
    { [ -z "$have_ext" ] && [ "${BP_TORCH_NO_EXT:-}" != 1 ]; }; then
-    echo "[env] building bp_torch (pip install --no-build-isolation -e .)" >&2
+    echo "[env] building bp_torch (pip install --no-build-isolation -e .; the C++ extension takes minutes)" >&2
     rm -f bp_torch/_C*.so
     log="$venv/build.log"
-    "$venv/bin/python" -m pip install --no-build-isolation --no-deps -e . >"$log" 2>&1 ||
+    run_logged "building bp_torch" "$log" "$venv/bin/python" -m pip install --no-build-isolation --no-deps -e . ||
         fail "building bp_torch failed ($(error_line "$log"))" "$log"
     if [ "${BP_TORCH_NO_EXT:-}" != 1 ] && ! ls bp_torch/_C*.so >/dev/null 2>&1; then
         fail "the C++ extension did not build ($(error_line "$log")); BP_TORCH_NO_EXT=1 skips it" "$log"
@@ -69,5 +89,11 @@ elapsed=$(( $(date +%s) - start ))
 [ "$elapsed" -lt 10 ] || echo "[env] ready in $elapsed s" >&2
 
 export PATH="$venv/bin:$PATH"
-export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+cd "$caller_dir"
+# Python puts the current directory before PYTHONPATH for `python -c` and `python -m`: another checkout's bp_torch
+# there would be the one imported, so say so rather than let it pass unseen.
+if [ "$caller_dir" != "$repo" ] && [ -f "$caller_dir/bp_torch/__init__.py" ]; then
+    echo "[env] note: $caller_dir/bp_torch comes before $repo/bp_torch for python -c and python -m here" >&2
+fi
 exec "$@"

@@ -323,8 +323,8 @@ def browser():
 class Page:
     """A Playwright page on one file, recording console messages, page errors and every request made."""
 
-    def __init__(self, browser, path):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    def __init__(self, browser, path, width=1280):
+        self.context = browser.new_context(viewport={"width": width, "height": 1000})
         self.requests, self.console, self.errors = [], [], []
         self.url = pathlib.Path(path).resolve().as_uri()
 
@@ -352,10 +352,10 @@ class Page:
 def open_page(browser, tmp_path):
     pages = []
 
-    def open_(report, name="explain.html", **to_html):
+    def open_(report, name="explain.html", width=1280, **to_html):
         path = tmp_path / name
         report.to_html(path, **to_html)
-        page = Page(browser, path)
+        page = Page(browser, path, width)
         pages.append(page)
         return page
 
@@ -634,3 +634,123 @@ def test_browser_notebook_view_works_in_its_iframe(browser, tmp_path):
         view.check_clean()
     finally:
         view.close()
+
+
+# Everything that could cut a value off: the panels, the walk's boxes and the table cells, and the page itself; then
+# every number shown: one line (not broken), inside every box that clips it and inside the window, its text the
+# value it stands for; and how many lines each equation label takes.
+LAYOUT = """() => {
+  const doc = document.documentElement, over = [], cut = [];
+  const name = (e) => e.id ? `#${e.id}` : `${e.tagName.toLowerCase()}.${e.className}` +
+    (e.closest("[id]") ? ` in #${e.closest("[id]").id}` : "");
+  const boxes = document.querySelectorAll("main, #left, #details, #walk-section, #walk, #walk-values, .walk-item, " +
+                                          ".walk-label, .walk-value, .matrices, #weights, .block, td, th, .formula");
+  for (const box of boxes) {
+    if (box.scrollWidth > box.clientWidth) over.push(`${name(box)}: ${box.scrollWidth} > ${box.clientWidth}`);
+  }
+  if (doc.scrollWidth > doc.clientWidth) over.push(`the page: ${doc.scrollWidth} > ${doc.clientWidth}`);
+  const numbers = document.querySelectorAll(".num, .pending-value");
+  for (const n of numbers) {
+    const rects = n.getClientRects(), r = n.getBoundingClientRect();
+    // the text is the value: to the 10 significant digits shown (2 for a difference from autograd)
+    const v = Number(n.dataset.value), text = n.textContent, diff = n.dataset.key.includes("diff");
+    if (n.classList.contains("num") && !(Math.abs(Number(text) - v) <= (diff ? 0.05 : 5e-10) * Math.abs(v))) {
+      cut.push(`${name(n)} shows ${text} for ${n.dataset.value}`);
+    }
+    if (rects.length !== 1) { cut.push(`${name(n)} ${text} is on ${rects.length} lines`); continue; }
+    if (r.left < 0 || r.right > doc.clientWidth) cut.push(`${name(n)} ${text} is outside the window`);
+    for (let a = n.parentElement; a && a !== doc; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX === "visible") continue;
+      const box = a.getBoundingClientRect();
+      if (r.left < box.left - 0.5 || r.right > box.right + 0.5) cut.push(`${name(n)} ${text} is cut by ${name(a)}`);
+    }
+  }
+  const lines = (selector) => Math.max(0, ...[...document.querySelectorAll(selector)].map((e) => {
+    const range = document.createRange();  // the lines of the text itself, not of its (row-high) cell
+    range.selectNodeContents(e);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+  }));
+  return { over, cut, numbers: numbers.length, walk_label_lines: lines(".walk-label .label"),
+           details_label_lines: lines("#details td.label") };
+}"""
+
+
+def check_layout(page, where):
+    layout = page.evaluate(LAYOUT)
+    assert layout["over"] == [], where
+    assert layout["cut"] == [], where
+    assert layout["numbers"] > 0, where
+    # long equation labels get room: a walk label on at most two lines, a label in the details on at most three
+    assert layout["walk_label_lines"] <= 2, (where, layout["walk_label_lines"])
+    assert layout["details_label_lines"] <= 3, (where, layout["details_label_lines"])
+    return layout
+
+
+@pytest.mark.parametrize("width", [1280, 1600])
+@pytest.mark.parametrize("sizes, batch", [([2, 2, 2], None), ([4, 6, 5, 3], None), ([8, 8, 8, 8], None),
+                                          ([4, 6, 5, 3], 8), ([8, 8, 8, 8, 8, 8], 8)])
+def test_browser_layout_cuts_no_value(open_page, sizes, batch, width):
+    """Issue 24: at 1280 px and wider, every value of every walk step, of a clicked edge and of a clicked node shows
+    in full: no panel or cell overflows, no number is cut, hidden or broken across lines."""
+    model, x, y = random_case(sizes, batch, seed=2)
+    if sizes == [2, 2, 2] and batch is None:
+        model, x, y, _ = mazur_example()
+    view = open_page(bp_torch.explain(model, x, y), steps=2, width=width)
+    page = view.page
+    n_walk = len(page_data(pathlib.Path(view.url.removeprefix("file://")).read_text())["walk"])
+    L = len(sizes) - 1
+    # a weight of the first layer (the longest chain, with the (2.3) table) and a hidden neuron
+    click_edge(page, 1, sizes[1], sizes[0])
+    for i in range(n_walk + 1):
+        check_layout(page, (sizes, batch, width, "edge", i))
+        if i < n_walk:
+            page.locator("#walk-next").click()
+    click_node(page, L - 1, sizes[L - 1])
+    for i in range(n_walk, -1, -1):
+        check_layout(page, (sizes, batch, width, "node", i))
+        if i > 0:
+            page.locator("#walk-prev").click()
+    click_node(page, L, sizes[L])  # the output layer's node (y and the bias rows)
+    check_layout(page, (sizes, batch, width, "output node"))
+
+
+def test_browser_details_follow_the_walk(open_page):
+    """The clicked node's and edge's details show what the walk has computed so far, and a ? for the rest."""
+    model, x, y, _ = mazur_example()
+    view = open_page(bp_torch.explain(model, x, y), steps=1)
+    page = view.page
+    walk = page_data(pathlib.Path(view.url.removeprefix("file://")).read_text())["walk"]
+
+    def pending(keys):
+        return {key: page.locator(f'#details [data-key="{key}"]').first.get_attribute("data-pending") is not None
+                for key in keys}
+
+    status = page.locator("#details-status")
+    click_node(page, 1, 1)
+    assert status.text_content().startswith("The finished pass")
+    assert not any(pending(["z", "a", "da_dz", "dC_da", "dC_db", "bias"]).values())
+    for i, entry in enumerate(walk):
+        page.locator("#walk-next").click()
+        assert status.text_content().startswith(f"At walk step {i + 1} of {len(walk)} ({entry['title']})")
+        for l in (1, 2):
+            click_node(page, l, 2)
+            forward, backward = l > entry["a_known"], l < entry["grad_known"]
+            assert pending(["z", "a", "da_dz", "dC_da", "dC_db", "autograd_dC_db", "bias"]) == {
+                "z": forward, "a": forward, "da_dz": backward, "dC_da": backward, "dC_db": backward,
+                "autograd_dC_db": backward, "bias": False}, (entry["title"], l)
+            if not forward:  # what is shown is the value itself
+                assert shown(page, '#node-values [data-key="a"]') == pytest.approx(
+                    torch.sigmoid(F.linear(x, model[0].weight, model[0].bias)).tolist()[1] if l == 1 else
+                    model(x).tolist()[1], abs=1e-15)
+        click_edge(page, 1, 2, 1)  # w^1_21: its dz/dw is a^0, known from the start; the rest from layer 1's step
+        backward = 1 < entry["grad_known"]
+        assert pending(["weight", "dz_dw", "da_dz", "dC_da", "product", "autograd", "abs_diff", "dC_da_next",
+                        "da_next_da", "dC_da_term", "dC_da_sum"]) == {
+            "weight": False, "dz_dw": False, **{key: backward for key in (
+                "da_dz", "dC_da", "product", "autograd", "abs_diff", "dC_da_next", "da_next_da", "dC_da_term",
+                "dC_da_sum")}}, entry["title"]
+        if backward:
+            assert page.locator('#details [data-key="product"]').text_content() == "?"
+    page.locator("#walk-reset").click()
+    assert status.text_content().startswith("The finished pass")
+    assert shown(page, '#details [data-key="product"]') == pytest.approx(0.000498, abs=1e-6)  # Mazur's dE/dw3

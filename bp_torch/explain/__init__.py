@@ -31,6 +31,9 @@ The formulas it shares with the library come from :mod:`bp_torch.autograd` (``si
 """
 import argparse
 import html
+import math
+import numbers
+import os
 import pathlib
 from dataclasses import dataclass
 
@@ -55,12 +58,13 @@ COST_REDUCTIONS = ("mean", "sum")
 def _layers_of(model):
     """The model's SigmoidLinear layers, first to last; a clear error for anything else."""
     if isinstance(model, SigmoidLinear):
-        return [model]
-    if not isinstance(model, nn.Sequential):
+        layers = [model]
+    elif isinstance(model, nn.Sequential):
+        layers = list(model)
+    else:
         raise TypeError(
             f"explain: model must be a bp_torch.SigmoidMLP, a bp_torch.SigmoidLinear or an nn.Sequential of "
             f"SigmoidLinear layers (the chapter's a^l = sigma(w^l a^(l-1) + b^l)), got {type(model).__name__}")
-    layers = list(model)
     if not layers:
         raise ValueError("explain: the model has no layers")
     for i, layer in enumerate(layers):
@@ -68,6 +72,14 @@ def _layers_of(model):
             raise TypeError(
                 f"explain: layer {i} of the model is {type(layer).__name__}; every layer must be a "
                 f"bp_torch.SigmoidLinear, whose derivative is the chapter's sigma'(z) = a (1 - a)")
+    # Before any computation, so that both backends refuse a zero-width layer with this message (each would otherwise
+    # fail in its own way, deep inside a reshape or a reduction)
+    for i, layer in enumerate(layers):
+        if layer.in_features == 0 or layer.out_features == 0:
+            raise ValueError(
+                f"explain: layer {i} of the model (w^{i + 1}) has {layer.in_features} inputs and "
+                f"{layer.out_features} outputs; every layer needs at least one of each, or there is no weight "
+                f"w^{i + 1}_jk whose chain rule to show")
     for i, (below, above) in enumerate(zip(layers[:-1], layers[1:])):
         if above.in_features != below.out_features:
             raise ValueError(
@@ -93,6 +105,25 @@ def _cost_module(cost):
         raise ValueError(f"explain: the cost must reduce to one number, so its reduction must be one of "
                          f"{COST_REDUCTIONS}, got {cost.reduction!r}")
     return cost
+
+
+def _learning_rate(lr):
+    """``lr`` as a float: a real, finite number >= 0 (a Python or numpy scalar, or a one-element real tensor), as
+    the library's sgd_step takes it; anything else raises TypeError (not a number) or ValueError (nan, inf, < 0)."""
+    if isinstance(lr, torch.Tensor):
+        if lr.is_complex() or lr.dtype == torch.bool:
+            raise TypeError(f"explain: lr must be a real number, got a {lr.dtype} tensor")
+        if lr.numel() != 1:
+            raise ValueError(f"explain: lr must be a single number, got a tensor of shape {list(lr.shape)}")
+        value = lr.item()
+    elif isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        value = lr
+    else:
+        raise TypeError(f"explain: lr must be a real number, got {type(lr).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"explain: lr must be a finite number >= 0, got {value}")
+    return value
 
 
 def _as_tensor(value, like, name):
@@ -264,12 +295,14 @@ class ExplainReport:
         Args:
             path: where to write the page (UTF-8), if given.
             steps: the number of SGD steps the slider moves through, 0 to 200 (default 20).
-            lr: the learning rate ``eta`` of those steps (default 0.5).
+            lr: the learning rate ``eta`` of those steps (default 0.5): a real, finite number >= 0 (a Python or
+                numpy scalar, or a one-element tensor); others raise ``TypeError`` or ``ValueError``.
             title: the page's first line of description (default: ``"network 2-2-2"`` and so on).
 
         Returns:
             The page, as a string.
         """
+        lr = _learning_rate(lr)
         _page.check_drawable(self.sizes, self.n_samples)
         _page.check_steps(steps)
         page = _page.render(_after_sgd_steps(self, lr, steps), lr, title)
@@ -534,16 +567,19 @@ def _layer_from(layer_report):
 # The picture
 # --------------------------------------------------------------------------------------------------------------------
 
+def _plot_labels_edges(sizes):
+    """Whether the picture writes each gradient on its edge: small networks only, where the labels stay legible."""
+    return sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:])) <= 24
+
+
 def _plot(report, path, title):
-    try:
-        import matplotlib
-        import numpy as np
-        from matplotlib import cm, colors
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.collections import LineCollection
-        from matplotlib.figure import Figure
-    except ImportError as err:  # matplotlib is optional for the library itself
-        raise ImportError("explain: plotting needs matplotlib (pip install matplotlib)") from err
+    _need_matplotlib()  # optional for the library itself: bp_torch[plot]
+    import matplotlib
+    import numpy as np
+    from matplotlib import cm, colors
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
 
     sizes, L = report.sizes, len(report.layers)
     tallest = max(sizes)
@@ -574,7 +610,8 @@ def _plot(report, path, title):
     order = sorted(range(len(segments)), key=lambda i: widths[i])  # the strongest edges on top
     ax.add_collection(LineCollection([segments[i] for i in order], linewidths=[widths[i] for i in order],
                                      colors=[edge_colours[i] for i in order], zorder=1))
-    if len(segments) <= 24:  # small networks: write each gradient on its edge
+    labels_drawn = _plot_labels_edges(sizes)
+    if labels_drawn:  # small networks: write each gradient on its edge
         for l, j, k, value in labels:
             t = 0.3 if (j + k) % 2 == 0 else 0.7  # stagger the labels of crossing edges
             px, py = l - 1 + t, ys[l - 1][k] + t * (ys[l][j] - ys[l - 1][k])
@@ -597,11 +634,14 @@ def _plot(report, path, title):
         for v, py in zip(report.y.mean(0).double().tolist(), ys[-1]):
             ax.text(L + 0.22, py, f"y = {v:.4g}", fontsize=8, ha="left", va="center")
     ax.set_xlim(-0.4, L + 0.6)
-    ax.set_ylim(-0.12, 1.22)
+    ax.set_ylim(-0.2, 1.22)  # room below the lowest nodes, whose circles reach about 0.17 under their centres
     mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
+    # the colour and width show the size of each gradient; the numbers written on the edges keep their sign
     fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02, label="|dC/dw| (edge colour and width)")
     batch = f", activations averaged over {report.n_samples} samples" if report.n_samples > 1 else ""
-    ax.set_title(title or f"network {'-'.join(map(str, sizes))}, C = {report.cost:.6g}{batch}", fontsize=10)
+    signed = "\nthe numbers on the edges: dC/dw, with its sign" if labels_drawn else ""
+    ax.set_title((title or f"network {'-'.join(map(str, sizes))}, C = {report.cost:.6g}{batch}") + signed,
+                 fontsize=10)
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
 
 
@@ -627,21 +667,81 @@ def mazur_example(dtype=torch.float64):
     return model, x, y, 0.5
 
 
+TRAIN_DIGITS_FORMAT = "bp_torch.train_digits/1"   # the "format" of a checkpoint from examples/train_digits.py --save
+
+
+class UsageError(ValueError):
+    """A mistake on the command line (a missing file, a file that is not a checkpoint, a bad shape): one line."""
+
+
 def _load_checkpoint(path, dtype):
-    """A SigmoidMLP from a state_dict saved with torch.save (keys '0.weight', '0.bias', '1.weight', ...)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """``(model, description)``: a SigmoidMLP with the weights saved in ``path``, which holds either
+
+    * the checkpoint that ``examples/train_digits.py --save`` writes: a dict with ``"format"``, ``"sizes"`` and a
+      ``"state_dict"`` keyed for ``nn.Sequential(nn.Linear, nn.Sigmoid, ...)`` (``'0.weight'``, ``'2.weight'``, ...);
+    * a state_dict saved with ``torch.save``: a SigmoidMLP's (``'0.weight'``, ``'0.bias'``, ``'1.weight'``, ...) or a
+      plain ``nn.Sequential`` of ``nn.Linear`` and ``nn.Sigmoid``'s (``'0.weight'``, ``'2.weight'``, ...).
+
+    Anything else raises UsageError, in one line that says what the file holds.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise UsageError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    except Exception as err:  # torch.load's errors for a file that is not one it wrote are of many kinds
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UsageError(f"{path} is not a checkpoint that torch.load can read ({type(err).__name__}: "
+                         f"{first_line[:120]})") from None
+    expected = ("expected the checkpoint of examples/train_digits.py --save or a SigmoidMLP state_dict "
+                "(keys '0.weight', '0.bias', '1.weight', ...)")
+    description = f"weights from {path}"
+    if isinstance(saved, dict) and saved.get("format") == TRAIN_DIGITS_FORMAT:
+        state = saved.get("state_dict")
+        description += f" (train_digits.py --save, {saved.get('dataset', '?')} network {saved.get('sizes')})"
+    else:
+        state = saved
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a SigmoidMLP state_dict, got {type(state).__name__}")
-    n_layers = 0
-    while f"{n_layers}.weight" in state:
-        n_layers += 1
-    if n_layers == 0:
-        raise ValueError(f"{path}: expected a SigmoidMLP state_dict with keys '0.weight', '0.bias', ...; "
-                         f"got keys {sorted(state)[:6]}")
-    sizes = [state["0.weight"].shape[1]] + [state[f"{i}.weight"].shape[0] for i in range(n_layers)]
-    model = SigmoidMLP(sizes, bias="0.bias" in state, dtype=dtype)
-    model.load_state_dict(state)
-    return model
+        raise UsageError(f"{path} holds a {type(state).__name__}; {expected}")
+    # The layers are the modules that have a weight, in order: 0, 1, 2, ... (a SigmoidMLP) or 0, 2, 4, ... (an
+    # nn.Sequential with an nn.Sigmoid after each nn.Linear)
+    indices = sorted(int(key.split(".")[0]) for key in state
+                     if isinstance(key, str) and key.endswith(".weight") and key.split(".")[0].isdigit())
+    if not indices:
+        keys = sorted(map(str, state))
+        raise UsageError(f"{path} holds a dict with keys {keys[:6]}{' ...' if len(keys) > 6 else ''}; {expected}")
+    weights = [state[f"{i}.weight"] for i in indices]
+    biases = [state.get(f"{i}.bias") for i in indices]
+    for i, w, b in zip(indices, weights, biases):
+        if not isinstance(w, torch.Tensor) or w.dim() != 2 or 0 in w.shape:
+            shape = list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            raise UsageError(f"{path}: '{i}.weight' must be a non-empty (out, in) matrix, got {shape}")
+        if b is not None and (not isinstance(b, torch.Tensor) or list(b.shape) != [w.shape[0]]):
+            shape = list(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+            raise UsageError(f"{path}: '{i}.bias' must have shape {[w.shape[0]]} like '{i}.weight''s rows, got {shape}")
+    if any(b is None for b in biases) and not all(b is None for b in biases):
+        raise UsageError(f"{path}: some layers have a bias and some have none; a SigmoidMLP has one on every layer or "
+                         f"on none")
+    for (i, below), (j, above) in zip(zip(indices, weights), zip(indices[1:], weights[1:])):
+        if above.shape[1] != below.shape[0]:
+            raise UsageError(f"{path}: '{j}.weight' takes {above.shape[1]} inputs but '{i}.weight' gives "
+                             f"{below.shape[0]} outputs")
+    sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+    model = SigmoidMLP(sizes, bias=biases[0] is not None, dtype=dtype)
+    with torch.no_grad():
+        for layer, w, b in zip(model, weights, biases):
+            layer.weight.copy_(w)
+            if b is not None:
+                layer.bias.copy_(b)
+    return model, description
+
+
+def _need_matplotlib():
+    """Raise ImportError, naming the extra that installs it, unless matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"explain: plotting needs matplotlib, which is not installed ({err}); "
+                          f"pip install 'bp_torch[plot]' (or pip install matplotlib) adds it") from None
 
 
 def _parser():
@@ -656,11 +756,13 @@ def _parser():
     p.add_argument("--lr", "--eta", type=float, default=None, dest="lr",
                    help="learning rate eta of the gradient-descent step (default 0.5)")
     p.add_argument("--checkpoint", metavar="PATH",
-                   help="load the weights from a SigmoidMLP state_dict saved with torch.save")
+                   help="load the weights from the checkpoint of examples/train_digits.py --save, or from a "
+                        "SigmoidMLP state_dict saved with torch.save")
     p.add_argument("--input", type=float, nargs="+", metavar="X", help="the input x (default: random, or Mazur's)")
     p.add_argument("--target", type=float, nargs="+", metavar="Y", help="the target y (default: random, or Mazur's)")
     p.add_argument("--backend", choices=_backend.available_backends(), help="bp_torch backend (default: active)")
-    p.add_argument("--plot", metavar="PATH.png", help="draw the network, edges coloured and sized by |dC/dw|")
+    p.add_argument("--plot", metavar="PATH.png", help="draw the network, edges coloured and sized by |dC/dw| "
+                                                      "(needs matplotlib: pip install 'bp_torch[plot]')")
     p.add_argument("--html", metavar="PATH.html",
                    help="write an interactive page: click an edge for its chain rule, step through the forward and "
                         f"backward passes, slide through SGD steps (networks up to {_page.MAX_UNITS} units per layer "
@@ -668,6 +770,15 @@ def _parser():
     p.add_argument("--steps", type=_steps,
                    help=f"SGD steps the page records, 0 to {_page.MAX_STEPS} (default {_page.DEFAULT_STEPS})")
     return p
+
+
+def _write(method, path, **kwargs):
+    try:
+        method(path, **kwargs)
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror or err}") from None
+    except ValueError as err:  # the page refuses what it cannot show, such as an inf or NaN from --input
+        raise UsageError(f"{path} not written: {str(err).removeprefix('explain: ')}") from None
 
 
 def _steps(text):
@@ -680,11 +791,33 @@ def _steps(text):
 
 
 def main(argv=None):
+    """``python -m bp_torch.explain``. A mistake on the command line (a missing file, a file that is not a
+    checkpoint, a shape that does not fit the network, no matplotlib for --plot) ends in one line,
+    ``python -m bp_torch.explain: error: ...``, and exit status 2, as argparse ends its own."""
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except (UsageError, ImportError) as err:
+        parser.exit(2, f"{parser.prog}: error: {str(err).removeprefix('explain: ')}\n")
+
+
+def _run(parser, args):
     if args.steps is not None and not args.html:
         parser.error("--steps sets the SGD steps of the --html page; give --html PATH.html too")
     steps = _page.DEFAULT_STEPS if args.steps is None else args.steps
+    if args.lr is not None:
+        try:
+            _learning_rate(args.lr)
+        except ValueError:
+            raise UsageError(f"--lr must be a finite number >= 0, got {args.lr}") from None
+    for option, path in (("--plot", args.plot), ("--html", args.html)):
+        # before anything is printed: an output that cannot be written is known now
+        folder = os.path.dirname(path) if path else ""
+        if folder and not os.path.isdir(folder):
+            raise UsageError(f"{option} {path}: there is no folder {folder}")
+    if args.plot:
+        _need_matplotlib()
     if args.backend:
         _backend.set_backend(args.backend)
     dtype = torch.float64
@@ -694,20 +827,25 @@ def main(argv=None):
         model, x, y, lr = mazur_example(dtype)
         source = "the worked example of Mazur, 'A Step by Step Backpropagation Example' (2015)"
     elif args.checkpoint:
-        model = _load_checkpoint(args.checkpoint, dtype)
+        model, source = _load_checkpoint(args.checkpoint, dtype)
         if args.sizes is not None and list(args.sizes) != model.sizes:
-            raise SystemExit(f"error: --sizes {args.sizes} disagrees with the checkpoint's sizes {model.sizes}")
-        source = f"weights from {args.checkpoint}"
+            raise UsageError(f"--sizes {' '.join(map(str, args.sizes))} disagrees with the checkpoint's sizes "
+                             f"{model.sizes}")
     else:
         try:
             model = SigmoidMLP(args.sizes, dtype=dtype)
         except ValueError as err:
-            raise SystemExit(f"error: {err}")
+            raise UsageError(f"--sizes: {err}") from None
         source = f"random weights (nn.Linear's initialisation), seed {args.seed}"
     if not mazur:
         x = torch.rand(model.sizes[0], dtype=dtype)
         y = torch.rand(model.sizes[-1], dtype=dtype)
         lr = 0.5
+    for option, values, n, what in (("--input", args.input, model.sizes[0], "inputs"),
+                                    ("--target", args.target, model.sizes[-1], "outputs")):
+        if values is not None and len(values) != n:
+            raise UsageError(f"{option} has {len(values)} value{'s' * (len(values) != 1)}, but network "
+                             f"{model.sizes} has {n} {what}")
     if args.input is not None:
         x = torch.tensor(args.input, dtype=dtype)
     if args.target is not None:
@@ -718,11 +856,11 @@ def main(argv=None):
         try:  # before the report is printed: a network the page cannot draw is a usage error, in one line
             _page.check_drawable(model.sizes, n_samples=1, elsewhere="without --html, the command (and --plot) shows")
         except ValueError as err:
-            parser.exit(2, f"{parser.prog}: error: {str(err).removeprefix('explain: ')}\n")
+            raise UsageError(str(err)) from None
     try:
         report = explain(model, x, y)
     except (TypeError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
+        raise UsageError(str(err)) from None
 
     print("bp_torch.explain: back-propagation term by term, each factor labelled with its equation")
     print(f"{source}; one sample, quadratic cost, eta = {lr:g}")
@@ -749,11 +887,12 @@ def main(argv=None):
     if mazur:
         print("  (Mazur updates the weights only and keeps the biases; the weights above are the same either way.)")
     if args.plot:
-        report.plot(args.plot)
-        print(f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)")
+        _write(report.plot, args.plot)
+        print(f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)"
+              + ("; the numbers on the edges are dC/dw, with their signs" if _plot_labels_edges(report.sizes) else ""))
     if args.html:
         # From the report's own copies of the parameters, as they were before the step above
-        report.to_html(args.html, steps=steps, lr=lr, title=source)
+        _write(report.to_html, args.html, steps=steps, lr=lr, title=source)
         print(f"\nwrote {args.html}: click an edge or a node; step through the forward and backward passes; "
               f"slide through {steps} SGD steps (open it in a browser)")
     return 0
