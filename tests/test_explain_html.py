@@ -242,14 +242,19 @@ def test_bad_steps_are_refused(steps):
         bp_torch.explain(*mazur_example()[:3]).to_html(steps=steps)
 
 
-def test_mixed_biases_are_refused_when_stepping():
+def test_a_network_that_mixes_biases_and_none_is_stepped_as_plain_sgd():
     torch.manual_seed(0)
     model = torch.nn.Sequential(bp_torch.SigmoidLinear(3, 4, dtype=torch.float64),
                                 bp_torch.SigmoidLinear(4, 2, bias=False, dtype=torch.float64))
-    report = bp_torch.explain(model, torch.rand(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64))
-    with pytest.raises(ValueError, match="all have a bias or none has; this one mixes them"):
-        report.to_html(steps=2)
-    assert len(page_data(report.to_html(steps=0))["steps"]) == 1
+    x, y = torch.rand(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    data = page_data(bp_torch.explain(model, x, y).to_html(steps=3, lr=0.5))
+    assert len(data["steps"]) == 4
+    for step, ref in zip(data["steps"], plain_sgd(*params(model), x, y, 0.5, 3)):
+        assert step["cost"]["value"] == pytest.approx(ref["cost"], abs=1e-14)
+        close(step["layers"][0]["weight"], ref["weights"][0])
+        close(step["layers"][0]["bias"], ref["biases"][0])
+        close(step["layers"][1]["weight"], ref["weights"][1])
+        assert step["layers"][1]["bias"] is None
 
 
 def test_non_finite_values_are_refused():

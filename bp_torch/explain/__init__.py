@@ -535,10 +535,6 @@ def _after_sgd_steps(report, lr, steps):
     biases), applied to a copy of the network the report describes, built from the parameters the report holds
     (copies already): the model it was made from is never touched, whatever happens here.
     """
-    with_bias = [layer.bias is not None for layer in report.layers]
-    if steps and any(with_bias) and not all(with_bias):
-        raise ValueError("explain: the page's SGD steps are bp_torch.functional.sgd_step's, which takes a network "
-                         "whose layers all have a bias or none has; this one mixes them (steps=0 records none)")
     network = nn.Sequential(*(_layer_from(layer) for layer in report.layers))
     # sgd_step's C is the mean over the mini-batch; the report's may be the sum, whose gradient is n times larger
     step_lr = lr * report.n_samples if report.reduction == "sum" else lr
