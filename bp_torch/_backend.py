@@ -7,8 +7,8 @@ bp_torch has two backends that compute the same formulas:
   :mod:`bp_torch._ops`), with fused CPU kernels and a C++ autograd node.
 
 The default is ``"cpp"`` when the extension is built, ``"python"`` otherwise; the ``BP_TORCH_BACKEND`` environment
-variable overrides it at import, and :func:`~bp_torch.set_backend` at run time. ``with use_backend(name):`` chooses a backend
-for the code inside the block only, in this thread or asyncio task only, as torch's own modes are scoped.
+variable overrides it at import, and :func:`~bp_torch.set_backend` at run time. ``with use_backend(name):`` chooses
+a backend for the code inside the block only, in this thread or asyncio task only, as torch's own modes are scoped.
 """
 from __future__ import annotations
 

@@ -300,7 +300,8 @@ def parse_args(argv=None):
                    help="train each epoch with one SigmoidMLP.sgd_epoch call (no autograd)")
     p.add_argument("--ddp", action="store_true", help="DistributedDataParallel on gloo; run under torchrun")
     p.add_argument("--metrics-json", metavar="PATH", help="write the metrics and per-epoch history as JSON")
-    p.add_argument("--plot", metavar="PATH.png", help="save the curves, confusion matrix and weights as a PNG (needs matplotlib: "
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="save the curves, confusion matrix and weights as a PNG (needs matplotlib: "
                         "pip install 'bp_torch[plot]')")
     p.add_argument("--save", metavar="PATH", help="save a checkpoint that loads into plain nn.Sequential")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (the per-epoch lines remain)")

@@ -15,15 +15,14 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import headless_chromium  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow, which matplotlib requires)
 from playwright.sync_api import sync_playwright  # noqa: E402
-
-import torch  # noqa: E402
 
 import bp_torch  # noqa: E402
 from bp_torch.explain import mazur_example  # noqa: E402
 
+import headless_chromium  # noqa: E402
 
 IMAGES = ROOT / "docs" / "images"
 

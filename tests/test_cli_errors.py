@@ -16,8 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-import bp_torch
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 examples_only_once = pytest.mark.backends("python")
@@ -86,7 +84,8 @@ def test_explain_takes_the_checkpoint_train_digits_saves(tmp_path, backend):
     x = torch.linspace(0, 1, 64, dtype=torch.float64)
     result = explain("--checkpoint", path, "--input", *x.tolist(), backend=backend)
     assert result.returncode == 0, result.stderr
-    assert "network 64-30-10" in result.stdout and "train_digits.py --save, digits network [64, 30, 10]" in result.stdout
+    assert "network 64-30-10" in result.stdout
+    assert "train_digits.py --save, digits network [64, 30, 10]" in result.stdout
     with torch.no_grad():
         expected = plain(x)
     torch.testing.assert_close(torch.tensor(printed_vector(result.stdout, "a^2 = sigma(z^2)"), dtype=torch.float64),

@@ -59,7 +59,7 @@ def test_inplace_change_of_an_unsaved_tensor_is_fine():
     assert b.grad is not None
 
 
-# --- forward-mode AD ---------------------------------------------------------------------------------------------------
+# --- forward-mode AD --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["sigmoid_linear", "quadratic_cost", "sigmoid_mlp"])
 def test_forward_mode_ad_is_refused_not_dropped(op):

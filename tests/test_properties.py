@@ -120,8 +120,9 @@ def reference_quadratic_cost(a, y, reduction):
     return {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
 
 
-@given(batch=batch_shapes, n=features, dtype=st.sampled_from(DTYPES), reduction=st.sampled_from(["none", "mean", "sum"]),
-       layouts=st.tuples(*[st.sampled_from(LAYOUTS)] * 2), requires_grad=st.tuples(*[st.booleans()] * 2),
+@given(batch=batch_shapes, n=features, dtype=st.sampled_from(DTYPES),
+       reduction=st.sampled_from(["none", "mean", "sum"]), layouts=st.tuples(*[st.sampled_from(LAYOUTS)] * 2),
+       requires_grad=st.tuples(*[st.booleans()] * 2),
        grad_layout=st.sampled_from(GRAD_LAYOUTS), create_graph=st.booleans(), module=st.booleans(), seed=seeds)
 def test_quadratic_cost_matches_torch(backend, batch, n, dtype, reduction, layouts, requires_grad, grad_layout,
                                       create_graph, module, seed):

@@ -270,7 +270,7 @@ def test_ddp_gradients_equal_single_process(tmp_path, backend):
     assert len(shards[0]) == len(shards[1]) == 5 and not shards[0] & shards[1]
     assert shards[0] | shards[1] == set(idx.tolist())
     # every rank ends with the single-process gradient (the mean over the 10 samples), not its half's
-    for rank, _, grads in results:
+    for _, _, grads in results:
         assert len(grads) == len(expected)
         for got, want in zip(grads, expected):
             assert want.abs().max() > 0

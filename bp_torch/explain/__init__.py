@@ -782,7 +782,7 @@ def _steps(text):
         steps = int(text)
         _page.check_steps(steps)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {_page.MAX_STEPS}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {_page.MAX_STEPS}, got {text!r}") from None
     return steps
 
 
