@@ -183,6 +183,32 @@ class SigmoidMLP(nn.Sequential):
             return F.sigmoid_mlp(input, *fused)
         return super().forward(input)
 
+    def to_sequential(self) -> nn.Sequential:
+        """This network in plain torch, for a checkpoint that loads without bp_torch: ``nn.Sequential(nn.Linear,
+        nn.Sigmoid, nn.Linear, nn.Sigmoid, ...)`` holding copies of the parameters, on their device and dtype.
+        Its ``state_dict`` keys are ``"0.weight"``, ``"0.bias"``, ``"2.weight"``, ...: layer ``l``'s
+        ``nn.Linear`` is module ``2 l``. A child that is not a :class:`SigmoidLinear` is refused with a
+        ``ValueError`` naming it.
+
+        Examples::
+
+            >>> net = bp_torch.SigmoidMLP([784, 30, 10])
+            >>> torch.save(net.to_sequential().state_dict(), "net.pt")     # loads into plain nn.Linear + nn.Sigmoid
+        """
+        modules: list[nn.Module] = []
+        for name, layer in self._modules.items():
+            if not isinstance(layer, SigmoidLinear) or type(layer).forward is not SigmoidLinear.forward:
+                raise ValueError(f"to_sequential: layer {name} ({type(layer).__name__}) is not a SigmoidLinear")
+            weight = layer.weight.detach()
+            linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                               device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                linear.weight.copy_(weight)
+                if layer.bias is not None:
+                    linear.bias.copy_(layer.bias)
+            modules += [linear, nn.Sigmoid()]
+        return nn.Sequential(*modules)
+
     def _sgd_parameters(self, op: str) -> tuple[list[Tensor], list[Tensor | None]]:
         """``([W^1 .. W^L], [b^1 .. b^L])`` for sgd_step and sgd_epoch, which update them in place: only where that
         step is exactly autograd + ``torch.optim.SGD`` on this network. Anything else is refused with the layer

@@ -6,7 +6,7 @@ r"""Try a network trained by ``examples/train_digits.py --save CHECKPOINT``: pre
     python examples/predict_digits.py digits.pt --image my_digit.png
 
 The model is a plain ``nn.Sequential(nn.Linear, nn.Sigmoid, ...)`` loaded from the checkpoint's ``"state_dict"``:
-bp_torch is not used to predict (the test images come from ``train_digits``' own loader, so the split is the one the
+bp_torch is not used to predict (the test images come from the example's own loader, ``digits.data``, so the split is the one the
 network was tested on). For MNIST checkpoints, pass ``--data-dir ROOT`` (the training run's one is the default).
 
 For each image it prints the true digit (when known), the predicted one, and the class probabilities. The network
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_digits  # noqa: E402  (the data loaders and the plain-torch model, beside this file)
+from digits import data, outputs  # noqa: E402  (the data loaders and the plain-torch model, beside this file)
+from digits.errors import USAGE_ERROR, UserError, need_matplotlib  # noqa: E402
 
 
 def load_model(path):
@@ -33,29 +34,29 @@ def load_model(path):
     try:
         ckpt = torch.load(path, map_location="cpu")  # weights_only=True: tensors, lists, strings
     except OSError as err:
-        raise train_digits.UserError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+        raise UserError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     except Exception as err:  # torch.load's errors for a file that is not one it wrote are of many kinds
-        raise train_digits.UserError(f"{not_ours} (torch.load cannot read it: {type(err).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != train_digits.CHECKPOINT_FORMAT:
-        raise train_digits.UserError(f"{not_ours} (it holds a {type(ckpt).__name__} without its \"format\")")
+        raise UserError(f"{not_ours} (torch.load cannot read it: {type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != outputs.CHECKPOINT_FORMAT:
+        raise UserError(f"{not_ours} (it holds a {type(ckpt).__name__} without its \"format\")")
     try:
-        net = train_digits.plain_sequential(ckpt["sizes"])
+        net = outputs.plain_sequential(ckpt["sizes"])
         net.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         detail = " ".join(str(err).split())  # load_state_dict's message spans lines: one line here
-        raise train_digits.UserError(f"{path}: the checkpoint's network does not load ({detail[:300]})") from None
+        raise UserError(f"{path}: the checkpoint's network does not load ({detail[:300]})") from None
     return net.eval(), ckpt
 
 
 def read_image(path, image_shape):
     """An image file as a flat float32 tensor in [0, 1], ink bright, resized to ``image_shape`` by area averaging."""
-    train_digits.need_matplotlib("--image")
+    need_matplotlib("--image")
     import matplotlib.image
 
     try:
         img = np.asarray(matplotlib.image.imread(path), dtype=np.float64)
     except (OSError, ValueError, SyntaxError) as err:
-        raise train_digits.UserError(f"cannot read image {path}: {err}") from None
+        raise UserError(f"cannot read image {path}: {err}") from None
     if img.max() > 1.0:  # 8-bit data (JPEG through Pillow)
         img = img / 255.0
     if img.ndim == 3:
@@ -98,17 +99,17 @@ def main(argv=None):
             x, labels, names = read_image(args.image, image_shape), [None], [args.image]
         else:
             data_dir = args.data_dir or ckpt["args"].get("data_dir")
-            data = train_digits.load_dataset(ckpt["dataset"], data_dir)
-            n = len(data["x_test"])
+            dataset = data.load_dataset(ckpt["dataset"], data_dir)
+            n = len(dataset["x_test"])
             if not 0 <= args.start < n:
-                raise train_digits.UserError(f"--start must be in [0, {n}), got {args.start}")
+                raise UserError(f"--start must be in [0, {n}), got {args.start}")
             stop = min(args.start + max(args.count, 1), n)
-            x, labels = data["x_test"][args.start:stop], data["y_test"][args.start:stop].tolist()
+            x, labels = dataset["x_test"][args.start:stop], dataset["y_test"][args.start:stop].tolist()
             names = [f"test image {i}" for i in range(args.start, stop)]
-    except (train_digits.UserError, OSError, RuntimeError) as err:
+    except (UserError, OSError, RuntimeError) as err:
         detail = " ".join(str(err).split())  # one line, whatever the error
         print(f"predict_digits.py: error: {detail}", file=sys.stderr)
-        return train_digits.USAGE_ERROR
+        return USAGE_ERROR
 
     with torch.no_grad():
         out = net(x)

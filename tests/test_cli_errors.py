@@ -51,17 +51,17 @@ def assert_one_line_error(result, program, *parts):
 
 
 def train_digits_checkpoint(path, sizes=(64, 30, 10), seed=0):
-    """What examples/train_digits.py --save writes (its own function builds the state_dict), untrained."""
+    """What examples/train_digits.py --save writes (SigmoidMLP.to_sequential keys the state_dict), untrained."""
     sys.path.insert(0, str(EXAMPLES))
     try:
         import train_digits
     finally:
         sys.path.remove(str(EXAMPLES))
     net = train_digits.build_model(list(sizes), seed)
-    torch.save({"format": train_digits.CHECKPOINT_FORMAT, "sizes": list(sizes),
-                "state_dict": train_digits.plain_state_dict(net), "dataset": "digits", "image_shape": [8, 8],
+    torch.save({"format": train_digits.outputs.CHECKPOINT_FORMAT, "sizes": list(sizes),
+                "state_dict": net.to_sequential().state_dict(), "dataset": "digits", "image_shape": [8, 8],
                 "pixel_max": 16.0, "test_accuracy": 0.1, "args": {"data_dir": None}}, path)
-    return train_digits.plain_sequential(list(sizes)), net
+    return train_digits.outputs.plain_sequential(list(sizes)), net
 
 
 # --------------------------------------------------------------------------------------------------------------------

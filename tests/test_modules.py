@@ -110,3 +110,22 @@ def test_quadratic_cost_module_matches_functional():
     for reduction in ("mean", "sum", "none"):
         torch.testing.assert_close(QuadraticCost(reduction)(a, y),
                                    bp_torch.functional.quadratic_cost(a, y, reduction))
+
+
+def test_to_sequential_is_the_same_network_in_plain_torch():
+    """A checkpoint export: plain nn.Linear + nn.Sigmoid with copies of the parameters, the same outputs."""
+    torch.manual_seed(0)
+    net = bp_torch.SigmoidMLP([5, 4, 3], dtype=torch.float64)
+    net[1] = bp_torch.SigmoidLinear(4, 3, bias=False, dtype=torch.float64)
+    plain = net.to_sequential()
+    assert [type(m) for m in plain] == [torch.nn.Linear, torch.nn.Sigmoid, torch.nn.Linear, torch.nn.Sigmoid]
+    assert list(plain.state_dict()) == ["0.weight", "0.bias", "2.weight"]
+    x = torch.rand(7, 5, dtype=torch.float64)
+    expected = torch.sigmoid(torch.sigmoid(x @ net[0].weight.T + net[0].bias) @ net[1].weight.T)
+    torch.testing.assert_close(plain(x), expected, rtol=0, atol=1e-15)
+    with torch.no_grad():
+        plain[0].weight.add_(1.0)                   # copies: the SigmoidMLP is untouched
+    assert not torch.equal(plain[0].weight, net[0].weight)
+    net.append(torch.nn.Identity())
+    with pytest.raises(ValueError, match=r"to_sequential: layer 2 \(Identity\) is not a SigmoidLinear"):
+        net.to_sequential()

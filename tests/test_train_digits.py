@@ -226,11 +226,11 @@ def _ddp_worker(rank, world_size, init_file, backend, seed, queue):
     train_digits = load_example("train_digits")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        data = train_digits.load_digits_split()
+        data = train_digits.data.load_digits_split()
         x, y = data["x_train"].double(), data["y_train"]
         net = train_digits.build_model([64, 30, 10], seed, dtype=torch.float64)
         model = DistributedDataParallel(net)
-        idx = train_digits.epoch_batches(len(x), 10, seed, 0, rank, world_size)[0]
+        idx = train_digits.data.epoch_batches(len(x), 10, seed, 0, rank, world_size)[0]
         target = torch.nn.functional.one_hot(y[idx], 10).double()
         bp_torch.QuadraticCost()(model(x[idx]), target).backward()
         queue.put((rank, idx.tolist(), [p.grad.flatten().tolist() for p in net.parameters()]))
@@ -258,10 +258,10 @@ def test_ddp_gradients_equal_single_process(tmp_path, backend):
     results.sort()
 
     # one process, the same network, the whole first mini-batch of the epoch
-    data = train_digits.load_digits_split()
+    data = train_digits.data.load_digits_split()
     x, y = data["x_train"].double(), data["y_train"]
     net = train_digits.build_model([64, 30, 10], seed, dtype=torch.float64)
-    idx = train_digits.epoch_batches(len(x), 10, seed, 0)[0]
+    idx = train_digits.data.epoch_batches(len(x), 10, seed, 0)[0]
     bp_torch.QuadraticCost()(net(x[idx]), torch.nn.functional.one_hot(y[idx], 10).double()).backward()
     expected = [p.grad.flatten() for p in net.parameters()]
 
