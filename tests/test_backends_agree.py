@@ -10,6 +10,7 @@ also compared with an oracle written here from plain torch: autograd on copies o
 import asyncio
 import copy
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -558,8 +559,10 @@ def test_batched_gradients_agree_with_plain_torch(sizes, n, seed):
 
 def test_a_thread_with_a_small_stack_trains_on_every_backend():
     """Plain torch runs on a 36 KiB thread stack; so must bp_torch (its work buffers are on the heap). In a
-    subprocess: a stack overflow would take the test process with it."""
-    code = textwrap.dedent("""
+    subprocess: a stack overflow would take the test process with it. Under AddressSanitizer (scripts/asan_test.sh)
+    every frame carries redzones several times its size, so the stack is scaled by the same factor there."""
+    stack_kib = 36 * (8 if "libasan" in os.environ.get("LD_PRELOAD", "") else 1)
+    code = textwrap.dedent(f"""
         import threading, torch, bp_torch
         results = []
         def work():
@@ -572,7 +575,7 @@ def test_a_thread_with_a_small_stack_trains_on_every_backend():
                     net.sgd_step(x, y, 0.5)
                     costs = net.sgd_epoch(torch.rand(2000, 784), torch.rand(2000, 10), 0.5, 10)
                     results.append((name, float(costs.sum())))
-        threading.stack_size(36 * 1024)
+        threading.stack_size({stack_kib} * 1024)
         thread = threading.Thread(target=work)
         thread.start()
         thread.join()
