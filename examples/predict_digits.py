@@ -7,7 +7,8 @@ r"""Try a network trained by ``examples/train_digits.py --save CHECKPOINT``: pre
 
 The model is a plain ``nn.Sequential(nn.Linear, nn.Sigmoid, ...)`` loaded from the checkpoint's ``"state_dict"``:
 bp_torch is not used to predict (the test images come from the example's own loader, ``digits.data``, so the split
-is the one the network was tested on). For MNIST checkpoints, pass ``--data-dir ROOT`` (the training run's one is the default).
+is the one the network was tested on). For MNIST checkpoints, pass ``--data-dir ROOT`` (the training run's one is the
+default).
 
 For each image it prints the true digit (when known), the predicted one, and the class probabilities. The network
 has sigmoid outputs trained with the quadratic cost, not a softmax: the "probabilities" are its 10 output activations
