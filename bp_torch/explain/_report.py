@@ -104,7 +104,7 @@ class ExplainReport:
 
     @property
     def n_samples(self) -> int:
-        """The number of samples ``n``: the rows of ``x``."""
+        """The number of samples ``n``, one per row of ``x``."""
         return self.x.shape[0]
 
     @property
@@ -116,7 +116,7 @@ class ExplainReport:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype of every tensor in the report: the model's."""
+        """The dtype of every tensor in the report, which is the model's."""
         return self.x.dtype
 
     def to_dict(self) -> dict[str, Any]:
