@@ -22,7 +22,7 @@ napoleon_numpy_docstring = False
 intersphinx_mapping: dict = {}
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:class", r"(torch\..*|Tensor|collections\.abc\..*|contextlib\..*|typing\..*|optional)"),
+    (r"py:class", r"(torch\..*|Tensor|collections\.abc\..*|contextlib\..*|typing\..*|os\..*|optional)"),
     (r"py:.*", r"torch\..*"),
 ]
 html_theme = "alabaster"
