@@ -140,7 +140,7 @@ def test_explain_bad_checkpoint_is_one_line(tmp_path, backend, name, message):
     (["--plot", "no/such/folder/net.png"], "--plot no/such/folder/net.png: there is no folder no/such/folder"),
     (["--html", "nowhere/page.html"], "--html nowhere/page.html: there is no folder nowhere"),
     (["--input", "nan", 0.1, "--html", "{dir}/page.html"], "page.html not written: the page needs finite numbers"),
-    (["--sizes", 3, 0, 2], "--sizes: SigmoidMLP: sizes must be positive integers"),
+    (["--sizes", 3, 0, 2], "--sizes: every layer needs at least one unit, got [3, 0, 2]"),
 ])
 def test_explain_bad_arguments_are_one_line(tmp_path, backend, args, message):
     args = [str(a).format(dir=tmp_path) for a in args]

@@ -1,5 +1,7 @@
 """Back-propagation made visible: every chain-rule factor of the chapter, per layer, checked against torch autograd.
 
+In short::
+
     report = bp_torch.explain(model, x, y)      # model: SigmoidMLP, SigmoidLinear, or nn.Sequential of SigmoidLinear
     print(report)                               # a readable table, each value labelled with its equation
     report.to_dict()                            # the same numbers as plain lists and floats (JSON-serialisable)
@@ -11,7 +13,7 @@
     python -m bp_torch.explain --checkpoint net.pt --input 0.1 0.9 --target 1 0
     python -m bp_torch.explain --html explain.html --steps 20
 
-For layer ``l`` of ``L`` the chapter writes ``dC/dw^l = dz^l/dw^l * da^l/dz^l * dC/da^l`` with
+For layer ``l`` of ``L`` the chapter writes ``dC/dw^l = dz^l/dw^l * da^l/dz^l * dC/da^l`` with::
 
     (1.1) / (2.1)  dz^l/dw^l = a^(l-1)
     (1.2) / (2.2)  da^l/dz^l = sigma'(z^l) = a^l (1 - a^l)

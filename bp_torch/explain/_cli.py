@@ -184,6 +184,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             raise UsageError(f"--sizes {' '.join(map(str, args.sizes))} disagrees with the checkpoint's sizes "
                              f"{model.sizes}")
     else:
+        if any(n < 1 for n in args.sizes):      # a zero-width layer has no weight whose chain rule to show
+            raise UsageError(f"--sizes: every layer needs at least one unit, got {args.sizes}")
         try:
             model = SigmoidMLP(args.sizes, dtype=dtype)
         except ValueError as err:
