@@ -95,7 +95,9 @@ def _expected_capability():
 
 # --- no vector instruction outside the vector copies --------------------------------------------------------------
 
-VECTOR_COPY = re.compile(r"cpu_AVX2|cpu_AVX512|::AVX2::|::AVX512::")
+# Functions of the vector copies: named in their namespaces, or clang's OpenMP regions outlined from them (local
+# symbols, which the linker never merges with another file's).
+VECTOR_COPY = re.compile(r"cpu_AVX2|cpu_AVX512|::AVX2::|::AVX512::|^\.omp_outlined\.")
 
 
 def vector_instructions(library):
