@@ -44,7 +44,7 @@ enum class Capability { Default, Avx2, Avx512 };
 Capability kernel_capability();
 const char* capability_name(Capability capability);
 
-// The large products, in BLAS through ATen (csrc/cpu/sigmoid_mlp.cpp, baseline): called by every copy.
+// The large products, in BLAS through ATen (csrc/cpu/blas.cpp, baseline): called by every copy.
 // Z (n x out) = A (n x in) W^T.
 template <typename T>
 void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z);

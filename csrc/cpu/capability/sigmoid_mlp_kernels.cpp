@@ -280,7 +280,7 @@ BP_TORCH_INLINE void small_mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, con
 // ---------------------------------------------------------------------------------------------------------------
 // The three products of a layer, each either the loops above or BLAS. BLAS is reached through ATen's exported CPU
 // kernels (at::cpu::mm_out / addmm_out, MKL here) on tensors that wrap the raw buffers: torch's wheel does not
-// export at::native::cpublas::gemm. The wrappers (blas_*, in csrc/cpu/sigmoid_mlp.cpp) cost about a microsecond per
+// export at::native::cpublas::gemm. The wrappers (blas_*, in csrc/cpu/blas.cpp) cost about a microsecond per
 // product, which only the large products that take this path pay (see kSmallGemmMaxMacs).
 
 BP_TORCH_INLINE bool use_small(int64_t I, int64_t J, int64_t K) { return I * J * K <= kSmallGemmMaxMacs; }
