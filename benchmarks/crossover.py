@@ -21,7 +21,9 @@ def setup_flags(capability=None):
     (executing all of setup.py would run setup()). The loops must be timed as the extension compiles them."""
     path = os.path.join(HERE, "..", "setup.py")
     tree = ast.parse(open(path).read())
-    keep = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign))
+    constants = ("IS_X86_64", "CAPABILITIES")
+    keep = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+            or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in constants for t in node.targets))
             or (isinstance(node, ast.FunctionDef) and node.name in ("base_flags", "capability_flags"))]
     namespace = {}
     exec(compile(ast.Module(keep, type_ignores=[]), path, "exec"), namespace)
