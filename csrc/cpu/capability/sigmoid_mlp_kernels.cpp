@@ -624,8 +624,9 @@ BP_TORCH_INLINE void gather_rows(const T* x, int64_t x_row, int64_t in, const T*
                                  const int64_t* order, int64_t start, int64_t count, T* xb, T* yb) {
   for (const auto i : c10::irange(count)) {
     const int64_t row = order != nullptr ? order[start + i] : start + i;
-    std::memcpy(xb + i * in, x + row * x_row, in * sizeof(T));
-    std::memcpy(yb + i * out, y + row * y_row, out * sizeof(T));
+    // A zero-width x or y may have no memory at all (a null data pointer), which memcpy must not be given.
+    if (in > 0) std::memcpy(xb + i * in, x + row * x_row, in * sizeof(T));
+    if (out > 0) std::memcpy(yb + i * out, y + row * y_row, out * sizeof(T));
   }
 }
 
