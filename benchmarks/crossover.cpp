@@ -1,23 +1,21 @@
 // The loops-vs-BLAS crossover of csrc/cpu/sigmoid_mlp.cpp, measured (benchmarks/bench_mlp.py --crossover).
-// Compiles the kernel file itself into this module, so both paths of each product can be called directly.
+// Compiles the kernel file itself into this module, for the capability torch picks here (crossover.py passes
+// setup.py's flags for it), so both paths of each product can be called directly.
 #include <torch/extension.h>
 
-#include "../csrc/cpu/sigmoid_mlp.cpp"
+#include "../csrc/cpu/capability/sigmoid_mlp_kernels.cpp"
+#include "../csrc/cpu/blas.cpp"
 
 namespace bp_torch {
-// The real checks live in csrc/ops.cpp, which registers the ops: not wanted twice in one process.
-void check_sigmoid_mlp(const char*, const at::Tensor&, at::TensorList, at::TensorList) {}
-void check_sigmoid_mlp_sgd_step(const char*, const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList) {}
-void check_sigmoid_mlp_sgd_epoch(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList, int64_t,
-                                 const std::optional<at::Tensor>&) {}
+using namespace BP_TORCH_CAT(cpu_, CPU_CAPABILITY);
 
 namespace {
 void small_loops(int kind, int64_t n, int64_t in, int64_t out, float* a, float* w, float* d, float* z) {
   constexpr int N = kLanes<float>;
   switch (kind) {
-    case 0: return small_z<float, N>(n, in, out, a, w, z, nullptr);
-    case 1: return small_grad_w<float, N>(n, in, out, -0.01f, d, a, true, w);
-    default: return small_back<float, N>(n, in, out, d, w, a, z);
+    case 0: return small_z<float, N>(n, in, out, a, w, z, nullptr, nullptr);
+    case 1: return small_grad_w<float, N>(n, in, out, -0.01f, d, a, true, w, nullptr);
+    default: return small_back<float, N>(n, in, out, d, w, a, z, nullptr);
   }
 }
 }  // namespace

@@ -1,4 +1,4 @@
-"""Loops vs BLAS for each of the three products of a layer (csrc/cpu/sigmoid_mlp.cpp), float32, on the shapes
+"""Loops vs BLAS for each of the three products of a layer (csrc/cpu/capability/sigmoid_mlp_kernels.cpp), float32, on the shapes
 around the crossover: prints, per shape, the time of each path and which wins. Run via bench_mlp.py --crossover."""
 import ast
 import os
@@ -15,19 +15,27 @@ SHAPES = [(10, 784, 30), (10, 30, 10), (10, 784, 100), (32, 784, 100), (64, 256,
           (128, 256, 256), (64, 512, 512), (256, 256, 256), (256, 1024, 1024)]
 
 
-def setup_cpu_flags():
-    """The compiler flags setup.py builds the extension with on this machine: its cpu_flags(), run on its own
+def setup_flags(capability=None):
+    """The compiler flags setup.py compiles the kernel copy for `capability` with (default: the copy torch picks on
+    this machine, ATEN_CPU_CAPABILITY included): its base_flags() and capability_flags(), run on their own
     (executing all of setup.py would run setup()). The loops must be timed as the extension compiles them."""
     path = os.path.join(HERE, "..", "setup.py")
     tree = ast.parse(open(path).read())
-    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "cpu_flags")
+    constants = ("IS_X86_64", "CAPABILITIES")
+    keep = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+            or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in constants for t in node.targets))
+            or (isinstance(node, ast.FunctionDef) and node.name in ("base_flags", "capability_flags"))]
     namespace = {}
-    exec(compile(ast.Module([function], type_ignores=[]), path, "exec"), namespace)
-    return namespace["cpu_flags"]()
+    exec(compile(ast.Module(keep, type_ignores=[]), path, "exec"), namespace)
+    capability = capability or torch.backends.cpu.get_cpu_capability()
+    flags = namespace["base_flags"]()
+    if capability in namespace["CAPABILITIES"]:
+        flags += namespace["capability_flags"](capability)
+    return flags
 
 
 def main(rounds):
-    flags = setup_cpu_flags()
+    flags = setup_flags()
     ext = cpp_extension.load("bp_torch_crossover", [os.path.join(HERE, "crossover.cpp")], extra_cflags=flags,
                              extra_ldflags=["-fopenmp"], verbose=False)
     print(f"{torch.get_num_threads()} threads, float32, loops built with {' '.join(flags)} "

@@ -1,4 +1,5 @@
-// The epoch kernel alone, timed in C++: sgd_epoch_impl of csrc/cpu/sigmoid_mlp.cpp (this file includes it) on
+// The epoch kernel alone, timed in C++: sgd_epoch_impl of csrc/cpu/capability/sigmoid_mlp_kernels.cpp (this file
+// includes it, compiled as the extension compiles the copy torch picks here, or ATEN_CPU_CAPABILITY's) on
 // Nielsen's [784, 30, 10] at mini-batch 10, float32, with torch's two threads (the partner thread, from 1,024
 // mini-batches on) and with one (no partner), interleaved round by round; medians of the per-step times.
 //
@@ -7,23 +8,21 @@
 // No Python, no op dispatch and no input checks: what is left is the epoch itself, so partner changes can be
 // compared with less noise than benchmarks/bench_epoch.py sees. Data: uniform pixels, one-hot targets, lr 0 (the
 // arithmetic does not depend on the values; lr 0 keeps the weights, so every round does the same work).
-#include "../csrc/cpu/sigmoid_mlp.cpp"
+#include "../csrc/cpu/capability/sigmoid_mlp_kernels.cpp"
+#include "../csrc/cpu/blas.cpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <vector>
 
-namespace bp_torch {
-// The op wrappers in sigmoid_mlp.cpp call these checks (csrc/ops.cpp); the kernel is called directly here.
-void check_sigmoid_mlp(const char*, const at::Tensor&, at::TensorList, at::TensorList) {}
-void check_sigmoid_mlp_sgd_step(const char*, const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList) {}
-void check_sigmoid_mlp_sgd_epoch(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList, int64_t,
-                                 const std::optional<at::Tensor>&) {}
-}  // namespace bp_torch
+#define BP_TORCH_STR_(x) #x
+#define BP_TORCH_STR(x) BP_TORCH_STR_(x)
 
 int main() {
   using namespace bp_torch;
+  using namespace bp_torch::BP_TORCH_CAT(cpu_, CPU_CAPABILITY);
   const int64_t in = 784, hidden = 30, out = 10, batch = 10, n_large = 60000, n_small = 1000;
   std::vector<float> x(n_large * in), y(n_large * out, 0.f), w1(hidden * in), b1(hidden, 0.1f), w2(out * hidden),
       b2(out, 0.1f);
@@ -33,10 +32,14 @@ int main() {
   for (int64_t i = 0; i < n_large; ++i) y[i * out + gen() % out] = 1.f;
   for (auto& v : w1) v = uniform(gen) - 0.5f;
   for (auto& v : w2) v = uniform(gen) - 0.5f;
+  const int64_t sizes[] = {in, hidden, out};
+  float* const weights[] = {w1.data(), w2.data()};
+  float* const biases[] = {b1.data(), b2.data()};
   Net<float> net;
-  net.sizes = {in, hidden, out};
-  net.weights = {w1.data(), w2.data()};
-  net.biases = {b1.data(), b2.data()};
+  net.layer_count = 2;
+  net.sizes = sizes;
+  net.weights = weights;
+  net.biases = biases;
   std::vector<int64_t> perm(n_large);
   std::vector<float> costs(n_large / batch + 1);
 
@@ -62,7 +65,8 @@ int main() {
       small[threads - 1].push_back(median(runs));
     }
   }
-  std::printf("[784, 30, 10], batch 10, float32, shuffled; us a step, median of 11 interleaved rounds\n");
+  std::printf("[784, 30, 10], batch 10, float32, shuffled, %s kernels; us a step, median of 11 interleaved rounds\n",
+              BP_TORCH_STR(CPU_CAPABILITY));
   std::printf("| epoch | 1 thread (alone) | 2 threads (partnered from 1,024 mini-batches) |\n|---|---|---|\n");
   std::printf("| 60,000 samples (188 MB, from memory) | %.2f | %.2f |\n", median(large[0]), median(large[1]));
   std::printf("| 1,000 samples (3 MB, in cache; too short to partner) | %.2f | %.2f |\n", median(small[0]),

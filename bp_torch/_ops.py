@@ -8,6 +8,7 @@ Loading the library registers ``torch.ops.bp_torch.*``: the schemas and CPU kern
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from types import ModuleType
 from typing import Any
@@ -16,11 +17,28 @@ import torch
 
 from . import _checks
 
+
+def _extension_expected() -> bool:
+    """Whether this installation should have bp_torch._C: not when BP_TORCH_NO_EXT=1 is set now, nor when it was
+    set at build time (setup.py writes bp_torch/_build_info.py)."""
+    if os.environ.get("BP_TORCH_NO_EXT") == "1":
+        return False
+    try:
+        from . import _build_info
+    except ImportError:  # a tree that setup.py never ran in
+        return True
+    return bool(_build_info.EXTENSION)
+
+
 _C: ModuleType | None
 try:
     _C = importlib.import_module("bp_torch._C")  # loading the library registers torch.ops.bp_torch.*
-except ModuleNotFoundError:
-    _C = None  # built without the extension; setup.py said so at install time
+except ModuleNotFoundError as err:
+    _C = None
+    if _extension_expected():  # not built, or its build was lost: say so, once (module code runs once)
+        warnings.warn(f"bp_torch: the C++ extension is missing ({err}); using the Python backend. Reinstall "
+                      "bp_torch to build it (pip install --no-build-isolation .), or set BP_TORCH_NO_EXT=1 for "
+                      "a pure-Python install", RuntimeWarning, stacklevel=2)
 except ImportError as err:  # built, but cannot load (an ABI mismatch, say): worth one warning
     _C = None
     warnings.warn(f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning,

@@ -2,11 +2,16 @@
 // the CPU kernels that csrc/ops.cpp registers with the dispatcher.
 #pragma once
 
-#include <ATen/ATen.h>
 #include <ATen/EmptyTensor.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/DimVector.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/accumulate.h>
+#include <c10/util/string_view.h>
+
 #include <array>
 #include <optional>
-#include <c10/util/string_view.h>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -39,6 +44,9 @@ inline at::DimVector with_last_dim(const at::Tensor& x, int64_t features) {
 inline at::Tensor empty_cpu(at::IntArrayRef shape, const at::Tensor& like) {
   return at::detail::empty_cpu(shape, like.scalar_type());
 }
+
+// The kernel copy this process runs (csrc/cpu/sigmoid_mlp.cpp): "DEFAULT", "AVX2" or "AVX512".
+std::string kernel_capability_name();
 
 enum class Reduction { None, Mean, Sum };
 Reduction parse_reduction(c10::string_view reduction);

@@ -219,6 +219,9 @@ TORCH_LIBRARY(bp_torch, m) {
   // one partial; returns each mini-batch's cost, shape [ceil(n / batch_size)].
   m.def("sigmoid_mlp_sgd_epoch(Tensor x, Tensor y, Tensor(a!)[] weights, Tensor(b!)[] biases, float lr, "
         "int batch_size, Tensor? perm) -> Tensor");
+  // Which copy of the SIMD kernels runs: "DEFAULT", "AVX2" or "AVX512" (torch's choice, ATEN_CPU_CAPABILITY
+  // included, limited to what the CPU has).
+  m.def("kernel_capability() -> str", &kernel_capability_name);
 }
 
 TORCH_LIBRARY_IMPL(bp_torch, CPU, m) {

@@ -53,7 +53,7 @@ export BP_TORCH_BACKEND=cpp
 
 cd "$tmp"
 # The copy must be what gets imported, not the editable install of the checkout.
-"$python" -c "import bp_torch, sys; f = bp_torch._backend._C.__file__; print('[asan] testing', f, file=sys.stderr); \
+"$python" -c "import bp_torch, sys; f = bp_torch._ops._C.__file__; print('[asan] testing', f, file=sys.stderr); \
 assert f.startswith('$tmp'), f"
 start=$(date +%s)
 status=0

@@ -23,41 +23,50 @@ venv="$cache/venv-$req_hash"
 # wall of output). The compiler's first error is the cause; of pip's and Python's errors the last one is.
 error_line() {
     grep -m1 -oE '[^ ]+\.(cpp|h):[0-9]+:[0-9]+: (fatal )?error: .*' "$1" ||
-        grep -oE '(ERROR|[A-Za-z]*Error): .*|bp_torch: could not build.*' "$1" | tail -n 1 | grep . ||
+        grep -oE '(ERROR|[A-Za-z]*Error): .*|bp_torch: compiling the C\+\+ extension failed.*' "$1" | tail -n 1 | grep . ||
         echo "no error line in the log"
 }
 fail() { echo "[env] FAILED: $1; full log: $2" >&2; exit 1; }
 
-# run_logged WHAT LOG COMMAND...: COMMAND's output goes to LOG, and every 30 s a line says that WHAT is still under
-# way, so that a first run of several minutes does not sit silent behind one line.
-run_logged() {
-    local what=$1 log=$2 waited=0 pid
+# A phase of the set-up: a line when it starts, one when it ends with its elapsed seconds, and while it runs a line
+# every 30 s with the last thing its log says it is doing (pip's "Collecting torch...", say). COMMAND's output goes
+# to LOG.
+phase() {  # phase TITLE LOG COMMAND...
+    local title=$1 log=$2 t0=$SECONDS ticker
     shift 2
-    "$@" >"$log" 2>&1 &
-    pid=$!
-    while kill -0 "$pid" 2>/dev/null; do
-        sleep 1
-        waited=$((waited + 1))
-        [ $((waited % 30)) -ne 0 ] || echo "[env]   still $what: $waited s so far (log: $log)" >&2
-    done
-    wait "$pid"
+    echo "[env] $title ..." >&2
+    ( while :; do
+          for _ in $(seq 30); do sleep 1; done      # short sleeps: none outlives the phase by more than a second
+          echo "[env]   ... $((SECONDS - t0)) s: $(grep -E '^ *(Collecting|Downloading|Installing|Building|Running)' \
+              "$log" 2>/dev/null | tail -n 1 | cut -c1-100)" >&2
+      done ) &
+    ticker=$!
+    local status=0
+    "$@" >"$log" 2>&1 || status=$?
+    kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+    [ "$status" -ne 0 ] || echo "[env] $title: done in $((SECONDS - t0)) s" >&2
+    return "$status"
 }
 
 start=$(date +%s)
+# One set-up at a time: parallel runs (two terminals, a test and a benchmark, two clones) share the cache, and two
+# first runs at once would each delete the venv the other is installing.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -f "$venv/.complete" ]; then
     echo "[env] creating $venv (once per requirements.txt: about 6 GB, several minutes)" >&2
     rm -rf "$venv"
     mkdir -p "$cache"
-    "$PYTHON" -m venv "$venv"
+    log="$cache/venv-$req_hash.log"
+    phase "creating the venv" "$log" "$PYTHON" -m venv "$venv" || fail "creating the venv failed" "$log"
     log="$venv/install.log"
-    run_logged "installing requirements.txt" "$log" bash -c \
-        '"$1" -m pip install -r requirements.txt && "$1" -c "import torch, torchvision"' _ "$venv/bin/python" || fail "installing requirements.txt failed ($(error_line "$log"))" "$log"
+    phase "installing requirements.txt (torch and the rest, about 5 GB)" "$log" \
+        bash -c '"$1" -m pip install -r requirements.txt && "$1" -c "import torch, torchvision"' _ "$venv/bin/python" ||
+        fail "installing requirements.txt failed ($(error_line "$log"))" "$log"
     touch "$venv/.complete"
 fi
 
-# One build at a time: parallel runs (two terminals, a test and a benchmark) share the venv.
-exec 9>"$cache/.lock"
-flock 9
 if [ -z "${BP_TORCH_NO_EXT:-}" ] && ! command -v "${CXX:-c++}" >/dev/null; then
     echo "[env] no C++ compiler found: installing the Python backend only" >&2
     export BP_TORCH_NO_EXT=1
@@ -67,16 +76,16 @@ fi
 # setup.py or csrc/ change. The build's key is kept in this checkout (build/), and this checkout goes first on
 # PYTHONPATH: the venv is shared by every clone, and its editable install points at whichever built last, so
 # without this two clones used at the same time would import each other's code.
-build_key=$( (echo "NO_EXT=${BP_TORCH_NO_EXT:-} venv=$venv"; cat setup.py pyproject.toml;
+build_key=$( (echo "NO_EXT=${BP_TORCH_NO_EXT:-} DEBUG=${BP_TORCH_DEBUG:-} venv=$venv"; cat setup.py pyproject.toml;
               find csrc -type f -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
 stamp=build/.bp_torch-build-key
 have_ext=$(ls bp_torch/_C*.so 2>/dev/null || true)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$build_key" ] || \
    { [ -z "$have_ext" ] && [ "${BP_TORCH_NO_EXT:-}" != 1 ]; }; then
-    echo "[env] building bp_torch (pip install --no-build-isolation -e .; the C++ extension takes minutes)" >&2
     rm -f bp_torch/_C*.so
     log="$venv/build.log"
-    run_logged "building bp_torch" "$log" "$venv/bin/python" -m pip install --no-build-isolation --no-deps -e . ||
+    phase "building bp_torch (pip install --no-build-isolation -e .)" "$log" \
+        "$venv/bin/python" -m pip install --no-build-isolation --no-deps -e . ||
         fail "building bp_torch failed ($(error_line "$log"))" "$log"
     if [ "${BP_TORCH_NO_EXT:-}" != 1 ] && ! ls bp_torch/_C*.so >/dev/null 2>&1; then
         fail "the C++ extension did not build ($(error_line "$log")); BP_TORCH_NO_EXT=1 skips it" "$log"

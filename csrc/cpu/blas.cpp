@@ -1,0 +1,80 @@
+// The BLAS side of the SigmoidMLP kernels (csrc/cpu/capability/kernels.h): the products too large for their
+// loops, through ATen's tensors. Baseline code, called by every kernel copy.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+#include <ATen/ops/sum_cpu_dispatch.h>
+#include <c10/util/Exception.h>
+#include <c10/util/irange.h>
+
+#include <array>
+
+#include "capability/kernels.h"
+
+namespace bp_torch {
+namespace {
+
+// ATen's exported CPU kernels (at::cpu::mm_out / addmm_out, MKL here) on tensors that wrap the raw buffers, as
+// torch's wheel does not export at::native::cpublas::gemm.
+
+// A (rows x cols) row-major view of a raw buffer, for ATen's BLAS kernels. No copy, no ownership.
+template <typename T>
+at::Tensor wrap(const T* data, int64_t rows, int64_t cols) {
+  return at::from_blob(const_cast<T*>(data), {rows, cols},
+                       at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+}  // namespace
+
+template <typename T>
+void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
+  auto z_t = wrap(z, n, out);
+  at::cpu::mm_out(z_t, wrap(a_prev, n, in), wrap(w, out, in).t());
+}
+
+template <typename T>
+void blas_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev, bool accumulate,
+                 T* g) {
+  // beta = 1 accumulates into g (W <- W + alpha Delta^T A, the update fused into the product); beta = 0 ignores
+  // g's old contents, NaN included.
+  auto g_t = wrap(g, out, in);
+  at::cpu::addmm_out(g_t, g_t, wrap(delta, n, out).t(), wrap(a_prev, n, in), accumulate ? 1 : 0, alpha);
+}
+
+template <typename T>
+void blas_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev, T* d) {
+  auto d_t = wrap(d, n, in);
+  at::cpu::mm_out(d_t, wrap(delta, n, out), wrap(w, out, in));
+  if (a_prev != nullptr) {
+    at::parallel_for(0, n * in, kParallelGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) d[i] *= a_prev[i] * (T(1) - a_prev[i]);   // (2.2) sigma'(z^(l-1))
+    });
+  }
+}
+
+// Sums over many samples add in ATen's cascade, whose rounding error does not grow with their number as an in-order
+// sum's does.
+template <typename T>
+void blas_grad_b(int64_t n, int64_t out, T alpha, const T* delta, bool accumulate, T* gb) {
+  const std::array<int64_t, 1> sample_dim{0};
+  const auto sum = at::cpu::sum(wrap(delta, n, out), sample_dim);
+  const T* s = sum.template data_ptr<T>();
+  for (const auto j : c10::irange(out)) gb[j] = (accumulate ? gb[j] : T(0)) + alpha * s[j];
+}
+
+#define BP_TORCH_INSTANTIATE_BLAS(T)                                                                            \
+  template void blas_z<T>(int64_t, int64_t, int64_t, const T*, const T*, T*);                                   \
+  template void blas_grad_w<T>(int64_t, int64_t, int64_t, T, const T*, const T*, bool, T*);                     \
+  template void blas_back<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*);                      \
+  template void blas_grad_b<T>(int64_t, int64_t, T, const T*, bool, T*);
+BP_TORCH_INSTANTIATE_BLAS(float)
+BP_TORCH_INSTANTIATE_BLAS(double)
+#undef BP_TORCH_INSTANTIATE_BLAS
+
+void fail_out_of_memory(size_t elements) {
+  TORCH_CHECK(false, "bp_torch: out of memory for a work buffer of ", elements, " elements");
+}
+
+}  // namespace bp_torch
