@@ -13,6 +13,7 @@ x86-64 CPU that torch runs on.
 """
 import glob
 import os
+import pathlib
 import platform
 import re
 import shlex
@@ -70,7 +71,7 @@ def write_build_info(extension):
             "# Whether this build of bp_torch has its C++ extension (False: built with BP_TORCH_NO_EXT=1).\n"
             f"EXTENSION = {extension}\n")
     try:
-        if not os.path.exists(path) or open(path).read() != text:
+        if not os.path.exists(path) or pathlib.Path(path).read_text() != text:
             with open(path, "w") as f:
                 f.write(text)
     except OSError:

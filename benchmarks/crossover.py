@@ -1,5 +1,6 @@
-"""Loops vs BLAS for each of the three products of a layer (csrc/cpu/capability/sigmoid_mlp_kernels.cpp), float32, on the shapes
-around the crossover: prints, per shape, the time of each path and which wins. Run via bench_mlp.py --crossover."""
+"""Loops vs BLAS for each of the three products of a layer (csrc/cpu/capability/sigmoid_mlp_kernels.cpp), float32, on
+the shapes around the crossover: prints, per shape, the time of each path and which wins. Run via bench_mlp.py
+--crossover."""
 import ast
 import os
 
@@ -20,7 +21,8 @@ def setup_flags(capability=None):
     this machine, ATEN_CPU_CAPABILITY included): its base_flags() and capability_flags(), run on their own
     (executing all of setup.py would run setup()). The loops must be timed as the extension compiles them."""
     path = os.path.join(HERE, "..", "setup.py")
-    tree = ast.parse(open(path).read())
+    with open(path) as f:
+        tree = ast.parse(f.read())
     constants = ("IS_X86_64", "CAPABILITIES")
     keep = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
             or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in constants for t in node.targets))

@@ -60,7 +60,8 @@ def test_the_kernel_copy_follows_aten_cpu_capability(backend, capability):
 def test_the_default_copy_is_the_cpus_best(backend):
     expected = NATIVE if IS_X86_64 and NATIVE in ORDER else "DEFAULT"
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-    out = subprocess.run([sys.executable, "-c", "import torch, bp_torch; print(torch.ops.bp_torch.kernel_capability())"],
+    code = "import torch, bp_torch; print(torch.ops.bp_torch.kernel_capability())"
+    out = subprocess.run([sys.executable, "-c", code],
                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == expected
 
@@ -83,7 +84,8 @@ def test_kernel_tests_pass_under_each_capability(backend, capability):
     # Not the torch.compile tests: with ATEN_CPU_CAPABILITY set below the CPU's best, inductor's own compiled code
     # gives other numbers than eager on this torch (the Python backend's torch.compile test fails there too).
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
-                             "cpp and not torch_compile", *KERNEL_TESTS], env=env, capture_output=True, text=True, cwd=ROOT, timeout=1200)
+                             "cpp and not torch_compile", *KERNEL_TESTS],
+                            env=env, capture_output=True, text=True, cwd=ROOT, timeout=1200)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert re.search(r"\d+ passed", result.stdout), result.stdout[-2000:]
 
