@@ -58,7 +58,7 @@ if [ ! -f "$venv/.complete" ]; then
     echo "[env] creating $venv (once per requirements.txt: about 6 GB, several minutes)" >&2
     rm -rf "$venv"
     mkdir -p "$cache"
-    log="$cache/venv-$req_hash.log"
+    log="$cache/create-venv-$req_hash.log"     # not venv-*: that names the venvs themselves
     phase "creating the venv" "$log" "$PYTHON" -m venv "$venv" || fail "creating the venv failed" "$log"
     log="$venv/install.log"
     phase "installing requirements.txt (torch and the rest, about 5 GB)" "$log" \

@@ -46,7 +46,8 @@ start=$(date +%s)
 BP_TORCH_NO_EXT=1 bash scripts/env.sh bash -c "$(declare -f check); check python $tmp/tree/bp_torch"
 echo "[fresh] BP_TORCH_NO_EXT=1 scripts/env.sh (Python-only rebuild): $(( $(date +%s) - start )) s" >&2
 
-venv=$(ls -d "$BP_TORCH_CACHE"/venv-*)
+venv=$(ls -d "$BP_TORCH_CACHE"/venv-*/ | head -n 1)
+venv=${venv%/}
 export PATH="$venv/bin:$PATH"
 site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 for no_ext in "" 1; do
