@@ -7,8 +7,6 @@ The formulas it shares with the library come from :mod:`bp_torch.autograd` (``si
 """
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _backend, functional
+from .. import _backend, _checks, functional
 from ..autograd import quadratic_cost_backward, sigmoid_prime_from_output
 from ..modules import QuadraticCost, SigmoidLinear
 from . import _notation
@@ -83,22 +81,9 @@ def cost_module(cost: QuadraticCost | str | None) -> QuadraticCost:
 
 
 def learning_rate(lr: float | Tensor) -> float:
-    """``lr`` as a float: a real, finite number >= 0 (a Python or numpy scalar, or a one-element real tensor), as
-    the library's sgd_step takes it; anything else raises TypeError (not a number) or ValueError (nan, inf, < 0)."""
-    if isinstance(lr, Tensor):
-        if lr.is_complex() or lr.dtype == torch.bool:
-            raise TypeError(f"explain: lr must be a real number, got a {lr.dtype} tensor")
-        if lr.numel() != 1:
-            raise ValueError(f"explain: lr must be a single number, got a tensor of shape {list(lr.shape)}")
-        value = lr.item()
-    elif isinstance(lr, numbers.Real) and not isinstance(lr, bool):
-        value = lr
-    else:
-        raise TypeError(f"explain: lr must be a real number, got {type(lr).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"explain: lr must be a finite number >= 0, got {value}")
-    return value
+    """``lr`` as a float: a real, finite number >= 0 (a Python or numpy scalar, or a one-element real tensor), checked
+    as the library's sgd_step checks it (:func:`bp_torch._checks.learning_rate`), with explain's name in the error."""
+    return _checks.learning_rate("explain", lr)
 
 
 def tensor_argument(value: Tensor | Sequence[Any], like: Tensor, name: str) -> Tensor:
