@@ -47,25 +47,16 @@ namespace {
 
 #define BP_TORCH_INLINE inline __attribute__((always_inline))
 
-// Below this many multiply-adds (I * J * K) a product runs in the loops here, above it in BLAS. Measured with
-// `python benchmarks/bench_mlp.py --crossover --threads 1` (each product both ways, interleaved, medians; 2-core
-// AVX-512 Xeon, MKL, float32), loops / BLAS time:
-//     (batch, in, out)   MACs    Z = A W^T   W += a D^T A   D W * s'
-//     (10, 30, 10)       3k      0.52        0.14           0.20      BLAS's fixed cost per call dominates
-//     (10, 784, 30)      0.24M   0.63        0.82           0.71      Nielsen's hidden layer
-//     (10, 784, 100)     0.78M   0.77        1.03           0.85
-//     (32, 784, 100)     2.5M    0.73        1.00           1.01      level
-//     (64, 256, 256)     4.2M    1.39        0.93           0.96      BLAS's cache blocking wins Z from here
-//     (256, 1024, 1024)  268M    2.29        1.30           2.26
-// With torch's 2 threads BLAS gains its second core on large products, and on a loaded machine loses more to
-// waking it on small ones: the crossover stays between 1M and 4M MACs.
+// Below this many multiply-adds (I * J * K) a product runs in the loops here, above it in BLAS: below it BLAS's fixed
+// cost per call dominates, above it BLAS's cache blocking wins. With torch's 2 threads BLAS gains its second core
+// on large products and loses more to waking it on small ones, so the crossover stays between 1M and 4M MACs
+// (`bench_mlp.py --crossover`; the table is in BENCHMARKS.md).
 constexpr int64_t kSmallGemmMaxMacs = 1 << 20;
 
 // Multiply-adds from which a product in the loops is split over torch's threads (see split_over_threads): each
-// thread then keeps its rows of W in its own cache from the forward to the update. Measured with
-// benchmarks/bench_mlp.py (2 threads): Nielsen's [784, 100, 10] (0.78M per product) trains 1.25x faster threaded
-// (sgd_step 42 -> 34 us, the autograd loop 264 -> 209 us); [784, 30, 10] (0.24M) loses, its thread wake-ups cost
-// more than the split saves (re-measured with the faster broadcast: sgd_step 17-19x -> 15-17x of plain torch).
+// thread then keeps its rows of W in its own cache from the forward to the update. Nielsen's [784, 100, 10] (0.78M
+// per product) gains from the split; [784, 30, 10] (0.24M) loses, its thread wake-ups costing more than the split
+// saves (BENCHMARKS.md).
 constexpr int64_t kThreadedMinMacs = 1 << 19;
 
 // Sums over more samples than this (dC/dW and dC/db add one term per sample) go to ATen whatever their size: the
@@ -103,8 +94,7 @@ struct Simd {
 // The register blocks of the loops below. dot_block: 4 x 3 accumulators fill AVX2's 16 registers with the 3 loaded
 // rows of B and 1 of A; AVX-512 has 32 registers. axpy_block: RI rows of C by CV vectors. With AVX-512 both blocks
 // are 5 rows of W deep, so the split of Nielsen's 30 hidden neurons with an epoch's partner thread (25 / 5, see
-// Partner) falls on whole blocks of both products; 5 x 4 was also no slower than 6 x 4 for dC/dW (6.3 against
-// 7.0 us on a Zen 4, [784, 30] at mini-batch 10).
+// Partner) falls on whole blocks of both products (5 x 4 is no slower than 6 x 4 for dC/dW: BENCHMARKS.md).
 template <typename T, int N>
 struct Blocks {
   static constexpr bool kWide = N * sizeof(T) == 64;
@@ -306,17 +296,14 @@ BP_TORCH_INLINE void split_over_threads(int64_t macs, int64_t size, int64_t alig
 
 // The second thread of an epoch (sgd_epoch_impl), lent to each of its steps: it takes the last sixth of each large
 // product while the training thread computes the rest. Only a sixth because its first task is to gather the next
-// mini-batches (BatchRing), which is bound by memory bandwidth (a random 3 KB row takes 0.55-0.7 us to copy here,
-// prefetched or not, with 4 KiB pages): at [784, 30, 10] a shuffled step took 12.4-13.3 us with a sixth, 14.1-14.3 with a third,
-// 13.4-13.6 with a half (one C++ process, interleaved, 7 rounds, twice; Zen 4). A product is posted as a job, which
-// the partner takes up when it is free.
+// mini-batches (BatchRing), which is bound by memory bandwidth: a third or a half of each product leaves it too
+// little time for that (BENCHMARKS.md). A product is posted as a job, which the partner takes up when it is free.
 // The training thread never waits for a job that has not started: if the partner has not taken it up by the time
 // the first part is done, the training thread runs it itself. Only a job in progress is waited for, and if that wait
 // outlasts the pauses of a busy-wait (the partner lost its core to another process, say), the training thread
 // keeps its next products to itself, 16 after a first stall, twice as many after each stall that follows (up to
-// 4,096), one fewer after each job that came back in time. With a compiler busy on both cores, steps that waited on
-// a descheduled partner took 35-55 us, against about 20 alone; a fixed 2,048 after each stall lost half the jobs of
-// a quiet run to the host's occasional preemptions (20 stalls in 42,000 steps).
+// 4,096), one fewer after each job that came back in time: a descheduled partner must not stall every step, and a
+// fixed long backoff would lose the partner's help after each of the host's occasional preemptions.
 //
 // Job states: kIdle -> kPosted (training thread) -> kRunning (partner) -> kDone (partner) -> kIdle (training
 // thread); or kPosted -> kIdle when the training thread takes its job back.
@@ -707,9 +694,8 @@ class BatchRing {
 };
 
 // Epochs of at least this many mini-batches get a partner thread where torch has a second one. The epoch ends by
-// joining the partner, which on a loaded machine can wait a whole time slice for its core (a few ms): measured with
-// another process busy on the second core, epochs of 100 [784, 30, 10] steps took 40 us a step partnered against
-// 18 alone, while epochs of 6,000 steps took the same time either way (22-25 us).
+// joining the partner, which on a loaded machine can wait a whole time slice for its core (a few ms): a short epoch
+// would pay that for little gain, a long one does not notice it (BENCHMARKS.md).
 constexpr int64_t kPartnerMinBatches = 1024;
 
 // Whether a training step on mini-batches of `batch` stays on one thread: all its products in the loops here, none
@@ -733,9 +719,8 @@ bool step_stays_on_one_thread(const Net<T>& net, int64_t batch) {
 // used where they lie, unless the partner below has gathered them.
 //
 // Where torch has a second thread and the epoch is long, that thread partners it: it gathers the next mini-batches
-// (BatchRing) and takes a sixth of each large product of every step (Partner). `bash benchmarks/epoch_steps.sh`,
-// [784, 30, 10] at mini-batch 10 on 60,000 shuffled samples (11 interleaved rounds, Zen 4): 22.9 us a step alone,
-// 13.7 partnered. The results are the same either way, bit for bit.
+// (BatchRing) and takes a sixth of each large product of every step (Partner); `bash benchmarks/epoch_steps.sh`
+// times a step both ways (BENCHMARKS.md). The results are the same either way, bit for bit.
 template <typename T, int N>
 void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y_row, const int64_t* order,
                     int64_t n, int64_t batch, T lr, T* costs) {
