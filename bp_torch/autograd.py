@@ -150,7 +150,7 @@ SIGMOID_PRIME_FLOOR = 1e-12
 
 
 def floored_logs(a):
-    """``(ln a, ln(1 - a))``, each at least :data:`LOG_FLOOR`; ``log1p(-a)`` keeps ``ln(1 - a)`` exact for small a."""
+    """``(ln a, ln(1 - a))``, each at least ``LOG_FLOOR``; ``log1p(-a)`` keeps ``ln(1 - a)`` exact for small a."""
     return torch.log(a).clamp(min=LOG_FLOOR), torch.log1p(-a).clamp(min=LOG_FLOOR)
 
 
@@ -311,7 +311,7 @@ def sigmoid_mlp_sgd_step(x, y, weights, biases, lr, cost="quadratic", weight_dec
     ``W <- (1 - lr weight_decay) W - lr dC/dW``, ``b <- b - lr dC/db`` (biases are not decayed).
 
     The cost is averaged over the mini-batch: the quadratic ``C = 1/2n sum_x ||y(x) - a^L(x)||^2`` or the
-    cross-entropy (3.1), ``cost`` naming it (see :data:`COSTS`), so the step is ``W <- W - (lr/n) sum_x dC_x/dW``
+    cross-entropy (3.1), ``cost`` naming it (a key of ``COSTS``), so the step is ``W <- W - (lr/n) sum_x dC_x/dW``
     as in the book, and ``weight_decay`` is Nielsen's ``lambda / n_train``. A tensor used by several layers (tied
     weights) decays once and takes the sum of its uses' gradients, as in ``torch.optim.SGD``.
     Returns ``C`` before the update, without the L2 term.

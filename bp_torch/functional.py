@@ -9,6 +9,7 @@ Python backend; both raise the same exceptions with the same messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,7 +24,6 @@ from .autograd import (
     sigmoid_mlp_sgd_step,
 )
 
-
 # ------------------------------------------------------------------------------------------------------------------
 # What the C++ ops take: the one place that routes calls around them. They compute the quadratic cost without weight
 # decay. The cross-entropy cost (3.1)-(3.3) and weight decay (3.4) run on the Python Functions on either backend, with
@@ -31,7 +31,7 @@ from .autograd import (
 # picked up here, and _CPP_SGD_COSTS and _CPP_SGD_WEIGHT_DECAY say what its sgd ops take (sgd_step and sgd_epoch
 # then pass cost and weight_decay to them).
 # ------------------------------------------------------------------------------------------------------------------
-_cpp_cross_entropy_cost = getattr(_ops, "cross_entropy_cost", None)
+_cpp_cross_entropy_cost: Any = getattr(_ops, "cross_entropy_cost", None)
 _CPP_SGD_COSTS = ("quadratic",)
 _CPP_SGD_WEIGHT_DECAY = False
 

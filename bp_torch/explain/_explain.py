@@ -205,8 +205,8 @@ def after_sgd_steps(report: ExplainReport, lr: float, steps: int) -> list[Explai
     """``report``, then the report after each of ``steps`` steps of gradient descent on its ``x, y``.
 
     The steps are the library's own update, :func:`bp_torch.functional.sgd_step` (``W <- W - lr * dC/dW`` and the
-    biases, on the report's cost), applied to a copy of the network the report describes, built from the parameters the report holds
-    (copies already): the model it was made from is never touched, whatever happens here.
+    biases, on the report's cost), applied to a copy of the network the report describes, built from the parameters
+    the report holds (copies already): the model it was made from is never touched, whatever happens here.
     """
     layers = [_layer_from(layer) for layer in report.layers]
     network = nn.Sequential(*layers)
