@@ -1,15 +1,16 @@
 """bp_torch: back-propagation made explicit.
 
-Sigmoid-linear layers and the quadratic cost as PyTorch ops whose backward is the textbook's equations, with a
-pure-Python backend (the chapter line by line) and an optional fused C++ backend.
+Sigmoid-linear layers, the quadratic and cross-entropy costs and SGD with L2 weight decay as PyTorch ops whose
+backward is the textbook's equations, with a pure-Python backend (the chapter line by line) and an optional fused
+C++ backend.
 """
 from . import functional
 from ._backend import available_backends, backend, set_backend, use_backend
 from ._version import __version__
 from .explain import explain
-from .modules import QuadraticCost, SigmoidLinear, SigmoidMLP
+from .modules import CrossEntropyCost, QuadraticCost, SigmoidLinear, SigmoidMLP
 
 __all__ = [
-    "QuadraticCost", "SigmoidLinear", "SigmoidMLP",
+    "CrossEntropyCost", "QuadraticCost", "SigmoidLinear", "SigmoidMLP",
     "__version__", "available_backends", "backend", "explain", "functional", "set_backend", "use_backend",
 ]

@@ -17,6 +17,8 @@ import torch
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("none", "mean", "sum")
+COSTS = ("quadratic", "cross_entropy")          # the costs sgd_step and sgd_epoch minimise
+INITS = ("torch", "nielsen", "large")           # SigmoidLinear's and SigmoidMLP's initialisations
 
 
 def _check_dtype(op, tensors):
@@ -60,20 +62,58 @@ def learning_rate(op, lr):
     parameter into NaN."""
     if type(lr) is float and 0 <= lr < math.inf:   # the common case, first: this runs once per mini-batch
         return lr
-    if isinstance(lr, torch.Tensor):
-        if lr.is_complex() or lr.dtype == torch.bool:
-            raise TypeError(f"{op}: lr must be a real number, got a {lr.dtype} tensor")
-        if lr.numel() != 1:
-            raise ValueError(f"{op}: lr must be a single number, got a tensor of shape {list(lr.shape)}")
-        value = lr.item()
-    elif isinstance(lr, numbers.Real) and not isinstance(lr, bool):
-        value = lr
-    else:
-        raise TypeError(f"{op}: lr must be a real number, got {type(lr).__name__}")
+    return _nonnegative_real(op, "lr", lr)
+
+
+def weight_decay(op, value):
+    """The L2 weight decay (3.4) as a float, by learning_rate's rule: ``torch.optim.SGD``'s ``weight_decay``, which is
+    Nielsen's ``lambda / n``. A negative one would grow the weights, a NaN turn them into NaN."""
+    if type(value) is float and 0 <= value < math.inf:
+        return value
+    return _nonnegative_real(op, "weight_decay", value)
+
+
+def _nonnegative_real(op, name, value):
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{op}: {name} must be a real number, got a {value.dtype} tensor")
+        if value.numel() != 1:
+            raise ValueError(f"{op}: {name} must be a single number, got a tensor of shape {list(value.shape)}")
+        value = value.item()
+    elif not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{op}: lr must be a finite number >= 0, got {value}")
+        raise ValueError(f"{op}: {name} must be a finite number >= 0, got {value}")
     return value
+
+
+def cost_name(op, cost):
+    """``cost`` must name one of :data:`COSTS`."""
+    if not isinstance(cost, str) or cost not in COSTS:
+        raise ValueError(f"{op}: cost must be one of {COSTS}, got {cost!r}")
+
+
+def init_name(op, init):
+    """``init`` must name one of :data:`INITS`."""
+    if not isinstance(init, str) or init not in INITS:
+        raise ValueError(f"{op}: init must be one of {INITS}, got {init!r}")
+
+
+def probabilities(op, name, t):
+    """Every value of ``t`` must lie in [0, 1], as the cross-entropy's ``y`` (and ``a``) do: outside it, a log of a
+    negative number makes the cost NaN. NaN itself passes, and propagates as it does in torch. The values cannot steer
+    Python under a torch.func transform, so the check is skipped there; in a compiled graph it is an assertion that
+    runs with the graph."""
+    if torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling():
+        return
+    outside = (t < 0) | (t > 1)
+    if torch.compiler.is_compiling():
+        torch._assert_async(~outside.any(), f"{op}: {name} must be in [0, 1]")
+        return
+    if outside.any():
+        value = t[outside].reshape(-1)[0].item()
+        raise ValueError(f"{op}: {name} must be in [0, 1] (a probability), got {value}")
 
 
 def batch_size(op, value):
@@ -84,13 +124,14 @@ def batch_size(op, value):
         raise ValueError(f"{op}: batch_size must be at least 1, got {value}")
 
 
-def sgd_arguments(op, x, y, weights, biases, lr):
-    """What sgd_step and sgd_epoch take, by kind; returns lr as a float."""
+def sgd_arguments(op, x, y, weights, biases, lr, cost="quadratic", decay=0.0):
+    """What sgd_step and sgd_epoch take, by kind; returns lr and the weight decay as floats."""
     tensor(op, "x", x)
     tensor(op, "y", y)
     tensor_list(op, "weights", weights)
     tensor_list(op, "biases", biases, optional=True)
-    return learning_rate(op, lr)
+    cost_name(op, cost)
+    return learning_rate(op, lr), weight_decay(op, decay)
 
 
 def sigmoid_linear(x, weight, bias):
@@ -111,8 +152,7 @@ def sigmoid_linear(x, weight, bias):
     _check_dtype(op, tensors)
 
 
-def quadratic_cost(a, y, reduction):
-    op = "quadratic_cost"
+def quadratic_cost(a, y, reduction, op="quadratic_cost"):
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if a.dim() == 0:
@@ -132,6 +172,14 @@ def sigmoid_linear_backward(grad_a, x, weight, a):
                          f"got {list(grad_a.shape)} and {list(a.shape)}")
     if grad_a.dtype != x.dtype or a.dtype != x.dtype:
         raise TypeError("sigmoid_linear_backward: grad_a and a must have the input's dtype")
+
+
+def cross_entropy_cost(a, y, reduction):
+    """quadratic_cost's checks, then ``a`` and ``y`` in [0, 1]."""
+    op = "cross_entropy_cost"
+    quadratic_cost(a, y, reduction, op)
+    probabilities(op, "input", a)
+    probabilities(op, "target", y)
 
 
 def quadratic_cost_backward(grad_cost, a, y, reduction):

@@ -12,6 +12,15 @@ and the chain rule ``dC/dw^l = dz^l/dw^l * da^l/dz^l * dC/da^l``, with
     (1.3) dC/da^L  = a^L - y
     (2.3.2) da^2/da^1 = sigma'(z^2) w^2      the error flowing back one layer
 
+The next chapter (Nielsen, "Neural Networks and Deep Learning", chapter 3, ``network2.py``) changes the cost, the
+update and the initial weights; bp_torch tags its formulas (3.1) to (3.5)::
+
+    (3.1) C_x = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]      the cross-entropy cost of one sample
+    (3.2) dC/da^L = (a^L - y) / (a^L (1 - a^L))                  its derivative
+    (3.3) delta^L = dC/dz^L = (3.2) x (1.2) = a^L - y             sigma'(z^L) cancels: no learning slowdown
+    (3.4) w <- (1 - eta lambda/n) w - eta dC/dw,  b <- b - eta dC/db      L2 regularisation (weight decay)
+    (3.5) w ~ N(0, 1/n_in), b ~ N(0, 1)                          Nielsen's initial weights (bp_torch.modules)
+
 Every backward here is built from differentiable torch ops, so double backward (``gradgradcheck``) works, and
 ``generate_vmap_rule = True`` gives ``torch.func.vmap`` support for free.
 """
@@ -44,8 +53,15 @@ def sigmoid_linear_backward(grad_a, x, weight, a, needs_input_grad):
     Returns ``(dC/dx: (*, in), dC/dW: (out, in), dC/db: (out,))``, each ``None`` where ``needs_input_grad`` says
     nobody asked for it.
     """
-    need_x, need_w, need_b = needs_input_grad
     delta = grad_a * sigmoid_prime_from_output(a)                      # delta = dC/da * da/dz        (1.2, 2.2)
+    return linear_backward(delta, x, weight, needs_input_grad)
+
+
+def linear_backward(delta, x, weight, needs_input_grad):
+    """Back-propagate ``delta = dC/dz`` through ``z = x W^T + b``: ``(dC/dx, dC/dW, dC/db)``, as
+    :func:`sigmoid_linear_backward` returns them. Shapes: ``delta: (*, out)``, ``x: (*, in)``, ``weight: (out, in)``.
+    """
+    need_x, need_w, need_b = needs_input_grad
     delta_2d = rows(delta)                                             # one row per sample
     grad_x = delta @ weight if need_x else None                        # dC/da_prev = delta W        (2.3.2)
     grad_w = delta_2d.T @ rows(x) if need_w else None                  # dC/dW = delta^T a_prev  (1.1, 2.1) -> (A)
@@ -125,6 +141,72 @@ class QuadraticCostFunction(torch.autograd.Function):
         return grad_a, grad_y, None
 
 
+# ln 0 counts as LOG_FLOOR, as in torch.nn.BCELoss: then 0 ln 0 is 0, as Nielsen's np.nan_to_num makes it, and an
+# output saturated on the wrong side costs -LOG_FLOOR per unit rather than inf, so sums of costs stay finite.
+LOG_FLOOR = -100.0
+# The floor of a^L (1 - a^L) in (3.2), as in BCELoss's backward: a saturated output (a = 0 or 1, where the product is
+# exactly 0) gets a finite gradient, 0 where a = y.
+SIGMOID_PRIME_FLOOR = 1e-12
+
+
+def floored_logs(a):
+    """``(ln a, ln(1 - a))``, each at least ``LOG_FLOOR``; ``log1p(-a)`` keeps ``ln(1 - a)`` exact for small a."""
+    return torch.log(a).clamp(min=LOG_FLOOR), torch.log1p(-a).clamp(min=LOG_FLOOR)
+
+
+def cross_entropy_cost_per_sample(a, y):
+    """(3.1) C_x = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)], over the last dimension: ``(*, n) -> (*)``."""
+    log_a, log_1ma = floored_logs(a)
+    return -(y * log_a + (1 - y) * log_1ma).sum(-1)
+
+
+def cross_entropy_cost_backward(grad_cost, a, y, reduction, needs_input_grad):
+    """dC/da = (a - y) / (a (1 - a)) (3.2), scaled by the incoming gradient (and by 1/n for 'mean'); dC/dy =
+    ln(1 - a) - ln a, with the floored logs of (3.1). Returns (dC/da, dC/dy)."""
+    need_a, need_y = needs_input_grad
+    if reduction == "none":
+        grad_cost = grad_cost.unsqueeze(-1)                    # one incoming gradient per sample
+    elif reduction == "mean":
+        grad_cost = grad_cost / n_samples(a)                   # d(mean)/d(cost of one sample) = 1/n
+    grad_a = grad_y = None
+    if need_a:
+        grad_a = (a - y) / (a * (1 - a)).clamp(min=SIGMOID_PRIME_FLOOR) * grad_cost      # (3.2)
+    if need_y:
+        log_a, log_1ma = floored_logs(a)
+        grad_y = (log_1ma - log_a) * grad_cost                 # d(3.1)/dy_j
+    return grad_a, grad_y
+
+
+class CrossEntropyCostFunction(torch.autograd.Function):
+    """The cross-entropy cost ``C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]`` per sample (3.1), then reduced.
+
+    Shapes: ``a, y: (*, n)``, ``a`` and ``y`` in [0, 1]; returns ``(*)`` for ``reduction='none'``, a scalar
+    otherwise. Its backward is (3.2), ``dC/da = (a - y) / (a (1 - a))``; after a sigmoid layer that makes
+    ``delta^L = a - y`` (3.3).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a, y, reduction):
+        return reduce_cost(cross_entropy_cost_per_sample(a, y), reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, y, reduction = inputs
+        ctx.save_for_backward(a, y)
+        ctx.reduction = reduction
+
+    @staticmethod
+    def backward(ctx, grad_cost):
+        a, y = ctx.saved_tensors
+        grad_a, grad_y = cross_entropy_cost_backward(grad_cost, a, y, ctx.reduction, ctx.needs_input_grad[:2])
+        return grad_a, grad_y, None
+
+
+COSTS = {"quadratic": quadratic_cost_per_sample, "cross_entropy": cross_entropy_cost_per_sample}
+
+
 class TwoLayerQuadraticCostFunction(torch.autograd.Function):
     """The chapter's two-layer network and its cost, with equations (A) and (B) written out literally.
 
@@ -188,41 +270,68 @@ def sigmoid_mlp_forward(x, weights, biases):
 def sigmoid_mlp_backward(grad_output, activations, weights):
     """Back-propagation through a whole network, from ``dC/da^L`` to every layer's gradients.
 
-    ``delta^L = dC/da^L * sigma'(z^L)`` (1.2); then, layer by layer downwards,
-    ``dC/dW^l = delta^l (a^(l-1))^T`` (1.1, as in A) and
-    ``delta^(l-1) = (W^l)^T delta^l * sigma'(z^(l-1))`` (2.3.2 and 2.2, as in B).
-
+    ``delta^L = dC/da^L * sigma'(z^L)`` (1.2); then, layer by layer downwards, :func:`backpropagate`.
     Shapes: ``grad_output: (*, n_L)``, ``activations[l]: (*, n_l)``, ``weights[l-1]: (n_l, n_(l-1))``.
     Returns ``(dC/dx, [dC/dW^1 .. dC/dW^L], [dC/db^1 .. dC/db^L])``.
     """
+    return backpropagate(grad_output * sigmoid_prime_from_output(activations[-1]), activations, weights)
+
+
+def backpropagate(delta, activations, weights):
+    """Back-propagation from the output layer's error ``delta^L = dC/dz^L`` down:
+    ``dC/dW^l = delta^l (a^(l-1))^T`` (1.1, as in A), ``dC/db^l = delta^l`` and
+    ``delta^(l-1) = (W^l)^T delta^l * sigma'(z^(l-1))`` (2.3.2 and 2.2, as in B).
+
+    Shapes: ``delta: (*, n_L)``, ``activations[l]: (*, n_l)``, ``weights[l-1]: (n_l, n_(l-1))``.
+    Returns ``(dC/dx, [dC/dW^1 .. dC/dW^L], [dC/db^1 .. dC/db^L])``.
+    """
     grad_weights, grad_biases = [], []
-    grad_a = grad_output
-    for weight, a_prev, a in zip(reversed(weights), reversed(activations[:-1]), reversed(activations[1:])):
-        grad_a, grad_weight, grad_bias = sigmoid_linear_backward(grad_a, a_prev, weight, a, (True, True, True))
+    for l in range(len(weights), 0, -1):
+        grad_a, grad_weight, grad_bias = linear_backward(delta, activations[l - 1], weights[l - 1], (True,) * 3)
         grad_weights.append(grad_weight)
         grad_biases.append(grad_bias)
+        if l > 1:
+            delta = grad_a * sigmoid_prime_from_output(activations[l - 1])   # (2.2)
     return grad_a, grad_weights[::-1], grad_biases[::-1]
 
 
-def sigmoid_mlp_sgd_step(x, y, weights, biases, lr):
-    """One step of Nielsen's ``update_mini_batch``, in place: forward, back-propagation, ``W <- W - lr dC/dW``.
+def output_error(output, y, cost):
+    """``delta^L = dC/dz^L`` for the cost averaged over the ``n`` samples of a mini-batch, ``(n, n_L)``.
 
-    The cost is the quadratic cost averaged over the mini-batch, ``C = 1/2n sum_x ||y(x) - a^L(x)||^2``, so the
-    step is ``W <- W - (lr/n) sum_x dC_x/dW``, as in the book. Returns ``C`` before the update.
+    Quadratic: ``(a - y) sigma'(z^L)``, (1.3) x (1.2). Cross-entropy: ``a - y`` (3.3), with no division by
+    ``sigma'(z^L)`` and no multiplication by it, so a saturated output still learns at the rate of its error.
+    """
+    if cost == "cross_entropy":
+        return (output - y) / n_samples(output)                                        # (3.3), averaged
+    return ((output - y) / n_samples(output)) * sigmoid_prime_from_output(output)      # (1.3) x (1.2), averaged
+
+
+def sigmoid_mlp_sgd_step(x, y, weights, biases, lr, cost="quadratic", weight_decay=0.0):
+    """One step of Nielsen's ``update_mini_batch``, in place: forward, back-propagation, then the update (3.4)
+    ``W <- (1 - lr weight_decay) W - lr dC/dW``, ``b <- b - lr dC/db`` (biases are not decayed).
+
+    The cost is averaged over the mini-batch: the quadratic ``C = 1/2n sum_x ||y(x) - a^L(x)||^2`` or the
+    cross-entropy (3.1), ``cost`` naming it (a key of ``COSTS``), so the step is ``W <- W - (lr/n) sum_x dC_x/dW``
+    as in the book, and ``weight_decay`` is Nielsen's ``lambda / n_train``. A tensor used by several layers (tied
+    weights) decays once and takes the sum of its uses' gradients, as in ``torch.optim.SGD``.
+    Returns ``C`` before the update, without the L2 term.
     Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``; ``weights[l-1]: (n_l, n_(l-1))``, ``biases[l-1]: (n_l,)`` or ``None``.
     """
     activations = sigmoid_mlp_forward(x, weights, biases)
     output = activations[-1]
-    cost = quadratic_cost_per_sample(output, y).mean()
-    grad_output = (output - y) / n_samples(output)                         # (1.3), averaged over the batch
-    _, grad_weights, grad_biases = sigmoid_mlp_backward(grad_output, activations, weights)
+    cost_value = COSTS[cost](output, y).mean()
+    _, grad_weights, grad_biases = backpropagate(output_error(output, y, cost), activations, weights)
+    if weight_decay:
+        decayed = {id(w): w for w in weights}                              # each tensor once
+        for weight in decayed.values():
+            weight.mul_(1 - lr * weight_decay)                             # (3.4) (1 - eta lambda/n) w
     for param, grad in zip([*weights, *biases], [*grad_weights, *grad_biases]):
         if param is not None:
-            param.sub_(lr * grad)                                          # W <- W - eta dC/dW
-    return cost
+            param.sub_(lr * grad)                                          # W <- W - eta dC/dW       (3.4)
+    return cost_value
 
 
-def sigmoid_mlp_sgd_epoch(x, y, weights, biases, lr, batch_size, perm):
+def sigmoid_mlp_sgd_epoch(x, y, weights, biases, lr, batch_size, perm, cost="quadratic", weight_decay=0.0):
     """One epoch of Nielsen's SGD: :func:`sigmoid_mlp_sgd_step` on each mini-batch of ``batch_size`` samples in
     ``perm``'s order (``None``: in order), the last one smaller when ``batch_size`` does not divide ``n``.
     Returns each mini-batch's cost before its update, shape ``[ceil(n / batch_size)]``."""
@@ -230,6 +339,6 @@ def sigmoid_mlp_sgd_epoch(x, y, weights, biases, lr, batch_size, perm):
     # sgd_step, where a slice x[i:j] would be a view at an offset, which BLAS can round differently.
     n = x.shape[0]
     order = torch.arange(n, device=x.device) if perm is None else perm
-    costs = [sigmoid_mlp_sgd_step(x[index], y[index], weights, biases, lr)
+    costs = [sigmoid_mlp_sgd_step(x[index], y[index], weights, biases, lr, cost, weight_decay)
              for index in (order[start:start + batch_size] for start in range(0, n, batch_size))]
     return torch.stack(costs) if costs else x.new_empty(0)

@@ -9,18 +9,43 @@ Python backend; both raise the same exceptions with the same messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from . import _backend, _checks, _ops
 from .autograd import (
+    CrossEntropyCostFunction,
     QuadraticCostFunction,
     SigmoidLinearFunction,
     TwoLayerQuadraticCostFunction,
     sigmoid_mlp_sgd_epoch,
     sigmoid_mlp_sgd_step,
 )
+
+# ------------------------------------------------------------------------------------------------------------------
+# What the C++ ops take: the one place that routes calls around them. They compute the quadratic cost without weight
+# decay. The cross-entropy cost (3.1)-(3.3) and weight decay (3.4) run on the Python Functions on either backend, with
+# the same numbers and the same errors, until bp_torch._ops has ops for them: its ``cross_entropy_cost`` is then
+# picked up here, and _CPP_SGD_COSTS and _CPP_SGD_WEIGHT_DECAY say what its sgd ops take (sgd_step and sgd_epoch
+# then pass cost and weight_decay to them).
+# ------------------------------------------------------------------------------------------------------------------
+_cpp_cross_entropy_cost: Any = getattr(_ops, "cross_entropy_cost", None)
+_CPP_SGD_COSTS = ("quadratic",)
+_CPP_SGD_WEIGHT_DECAY = False
+
+
+def _cpp_cost(input, cost_op) -> bool:
+    """Whether a cost on ``input`` takes the C++ op ``cost_op`` (None where the extension has none)."""
+    return cost_op is not None and _backend.use_cpp(input)
+
+
+def _cpp_sgd(x, cost, weight_decay) -> bool:
+    """Whether sgd_step or sgd_epoch on ``x`` takes the C++ op: the C++ backend is active for ``x`` and the op
+    computes ``cost`` with ``weight_decay``."""
+    return _backend.use_cpp(x) and cost in _CPP_SGD_COSTS and (weight_decay == 0.0 or _CPP_SGD_WEIGHT_DECAY)
+
 
 
 def _autocast_device_type(input):
@@ -82,6 +107,37 @@ def quadratic_cost(input: Tensor, target: Tensor, reduction: str = "mean") -> Te
     return QuadraticCostFunction.apply(input, target, reduction)
 
 
+def cross_entropy_cost(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    r"""The cross-entropy cost ``C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]`` per sample (3.1), over the last
+    dimension: Nielsen's ``CrossEntropyCost``.
+
+    ``reduction``: ``"mean"`` averages over samples (Nielsen's ``C = -1/n sum_x sum_j [...]``), ``"sum"`` adds
+    them, ``"none"`` returns one cost per sample. Its backward is written out: ``dC/da = (a - y) / (a (1 - a))``
+    (3.2), and ``dC/dy = ln(1 - a) - ln a``. After a sigmoid layer the product with ``sigma'(z) = a (1 - a)`` is
+    ``a - y`` (3.3): the fused :func:`sgd_step` and :func:`sgd_epoch` (``cost="cross_entropy"``) use ``a - y``
+    directly, without the division.
+
+    A saturated output stays finite, as Nielsen's ``np.nan_to_num`` keeps it: ``ln 0`` counts as ``-100`` (as in
+    ``torch.nn.BCELoss``), so ``0 ln 0 = 0`` and a unit saturated on the wrong side costs 100; the ``a (1 - a)`` of
+    (3.2) is at least ``1e-12``. The cost per sample equals ``nn.functional.binary_cross_entropy(input, target,
+    reduction="none").sum(-1)``.
+
+    Shapes: ``input, target: (*, n)``, every value in [0, 1] (``ValueError`` otherwise; NaN propagates); returns
+    ``(*)`` for ``"none"``, a scalar otherwise. float32 or float64.
+    """
+    _checks.tensor("cross_entropy_cost", "input", input)
+    _checks.tensor("cross_entropy_cost", "target", target)
+    if _cpp_cost(input, _cpp_cross_entropy_cost) and isinstance(reduction, str):
+        return _cpp_cross_entropy_cost(input, target, reduction)
+    device_type = _autocast_device_type(input)
+    if device_type is not None:
+        with torch.autocast(device_type, enabled=False):
+            input, target = _to_float32(device_type, input, target)
+            return cross_entropy_cost(input, target, reduction)
+    _checks.cross_entropy_cost(input, target, reduction)
+    return CrossEntropyCostFunction.apply(input, target, reduction)
+
+
 def two_layer_quadratic_cost(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, y: Tensor) -> Tensor:
     r"""The chapter's two-layer network and its cost, as one Function whose backward is equations (A) and (B).
 
@@ -140,38 +196,49 @@ def _op_biases(weights, biases):
 
 
 def sgd_step(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
-             lr: float | Tensor) -> Tensor:
+             lr: float | Tensor, *, cost: str = "quadratic", weight_decay: float | Tensor = 0.0) -> Tensor:
     r"""One step of Nielsen's ``update_mini_batch`` on a chain of sigmoid layers, updating the tensors in place.
 
-    Forward through every layer, back-propagation by (A)/(B) generalised, then ``W <- W - lr * dC/dW`` (and the
-    biases), where ``C = 1/2n sum_x ||y(x) - a^L(x)||^2`` is the quadratic cost averaged over the mini-batch.
-    Every gradient is taken at the values before the step, and a tensor used by several layers (tied weights)
-    gets the sum of its uses' updates, as autograd and ``torch.optim.SGD`` give it. Runs without autograd, and bumps
-    the tensors' version counters as any in-place update does. Returns ``C`` before the update, as a 0-d tensor.
-    On the C++ backend the whole step is one op (``bp_torch::sigmoid_mlp_sgd_step``).
+    Forward through every layer, back-propagation by (A)/(B) generalised, then
+    ``W <- (1 - lr * weight_decay) W - lr * dC/dW`` and ``b <- b - lr * dC/db`` (3.4), where ``C`` is the cost
+    averaged over the mini-batch: ``cost="quadratic"``, ``C = 1/2n sum_x ||y(x) - a^L(x)||^2``, whose output error
+    is ``delta^L = (a^L - y) sigma'(z^L)``; or ``cost="cross_entropy"``, Nielsen's
+    ``C = -1/n sum_x sum_j [y_j ln a^L_j + (1 - y_j) ln(1 - a^L_j)]`` (see :func:`cross_entropy_cost`), whose
+    output error is ``delta^L = a^L - y`` (3.3). ``weight_decay`` is ``torch.optim.SGD``'s: the L2 term
+    ``lambda/2n sum w^2`` of Nielsen's ``network2.py`` is ``weight_decay = lambda / n`` for a training set of ``n``
+    samples. Biases are not decayed. Every gradient is taken at the values before the step, and a tensor used by
+    several layers (tied weights) decays once and gets the sum of its uses' updates, as autograd and
+    ``torch.optim.SGD`` give it. Runs without autograd, and bumps the tensors' version counters as any in-place
+    update does. Returns ``C`` before the update (without the L2 term), as a 0-d tensor. On the C++ backend the
+    whole step is one op (``bp_torch::sigmoid_mlp_sgd_step``).
 
     Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``
-    for a layer without a bias (or ``biases`` empty: none has one). ``lr``: a real number ``>= 0`` (or a one-element
-    tensor).
+    for a layer without a bias (or ``biases`` empty: none has one). ``lr`` and ``weight_decay``: real numbers
+    ``>= 0`` (or one-element tensors). With ``cost="cross_entropy"``, ``y`` must lie in [0, 1].
     """
-    lr = _checks.sgd_arguments("sgd_step", x, y, weights, biases, lr)
-    if _backend.use_cpp(x):
+    lr, weight_decay = _checks.sgd_arguments("sgd_step", x, y, weights, biases, lr, cost, weight_decay)
+    if _cpp_sgd(x, cost, weight_decay):
         # The op checks shapes, dtypes and devices in C++ with the Python checks' words, and runs below autograd.
         return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr)
     _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
+    if cost == "cross_entropy":
+        _checks.probabilities("sgd_step", "y", y)
     with torch.no_grad():
-        return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr)
+        return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr, cost, weight_decay)
 
 
 def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], lr: float | Tensor,
-              batch_size: int, perm: Tensor | None = None) -> Tensor:
+              batch_size: int, perm: Tensor | None = None, *, cost: str = "quadratic",
+              weight_decay: float | Tensor = 0.0) -> Tensor:
     r"""One epoch of Nielsen's SGD in one call: :func:`sgd_step` on every mini-batch of ``batch_size`` samples, in
     ``perm``'s order, updating the tensors in place.
 
     Mini-batch ``k`` is ``x[perm[k*batch_size : (k+1)*batch_size]]`` (and ``y``'s same rows), read when its step
     begins; the last one is smaller when ``batch_size`` does not divide ``n``. Each step is the one :func:`sgd_step`
     takes on that mini-batch, with the same result. ``perm=None`` takes the samples in order; a shuffled epoch passes
-    ``torch.randperm(n)``. Returns the cost of each mini-batch before its update, as a 1-D tensor. On the C++
+    ``torch.randperm(n)``. ``cost`` and ``weight_decay`` are :func:`sgd_step`'s, for every step (``weight_decay =
+    lambda / n`` for Nielsen's ``lambda`` and ``n`` training samples). Returns the cost of each mini-batch before
+    its update, as a 1-D tensor. On the C++
     backend the whole epoch is one op (``bp_torch::sigmoid_mlp_sgd_epoch``), which reads each mini-batch's rows by
     index: the data set is not copied. With at least two torch threads (``torch.get_num_threads()``), an epoch of
     1,024 mini-batches or more is partnered by the second thread, which gathers the next mini-batches and takes a
@@ -180,14 +247,14 @@ def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[
     Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``,
     ``perm: (n,)`` int64, a permutation of ``range(n)``; returns ``(ceil(n / batch_size),)``.
     """
-    lr = _checks.sgd_arguments("sgd_epoch", x, y, weights, biases, lr)
+    lr, weight_decay = _checks.sgd_arguments("sgd_epoch", x, y, weights, biases, lr, cost, weight_decay)
     _checks.batch_size("sgd_epoch", batch_size)
     _checks.tensor("sgd_epoch", "perm", perm, optional=True)
     # A batch of n samples or more is the whole epoch in one step: the same step for any such size, and one that
     # fits the op's int64 (Python's ints do not).
     if x.dim() > 0:
         batch_size = min(batch_size, max(x.shape[0], 1))
-    if _backend.use_cpp(x):
+    if _cpp_sgd(x, cost, weight_decay):
         op_biases = _op_biases(weights, biases)
         if op_biases is biases or not op_biases:
             return _ops.sgd_epoch(x, y, weights, op_biases, lr, batch_size, perm)
@@ -203,5 +270,8 @@ def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[
     _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
     if perm is not None:
         _checks.permutation("sgd_epoch", perm)
+    if cost == "cross_entropy":
+        _checks.probabilities("sgd_epoch", "y", y)
     with torch.no_grad():
-        return sigmoid_mlp_sgd_epoch(x, y, weights, biases or [None] * len(weights), lr, batch_size, perm)
+        return sigmoid_mlp_sgd_epoch(x, y, weights, biases or [None] * len(weights), lr, batch_size, perm, cost,
+                                     weight_decay)

@@ -1,6 +1,7 @@
 """Drop-in ``nn.Module`` s built on :mod:`bp_torch.functional`."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import NoReturn, cast
 
@@ -24,6 +25,13 @@ class SigmoidLinear(nn.Module):
         in_features: size of each input sample
         out_features: size of each output sample
         bias: if ``False``, the layer learns no additive bias. Default: ``True``
+        init: the initial weights, drawn from torch's random generator (``torch.manual_seed`` makes them
+            reproducible): ``"torch"`` (default), ``nn.Linear``'s, the same numbers as ``nn.Linear`` from the same
+            seed; ``"nielsen"``, ``network2.py``'s ``default_weight_initializer`` (3.5), weights from
+            :math:`\mathcal{N}(0, 1/\text{in\_features})` and biases from :math:`\mathcal{N}(0, 1)`, so that
+            ``z`` starts with a standard deviation near 1 rather than :math:`\sqrt{\text{in\_features}}` and the
+            hidden units start unsaturated; ``"large"``, ``network.py``'s (``large_weight_initializer``),
+            :math:`\mathcal{N}(0, 1)` for both. Each draws the weight, then the bias.
 
     Shape:
         - Input: :math:`(*, H_{in})` where :math:`*` is any number of dimensions, including none, and
@@ -33,7 +41,9 @@ class SigmoidLinear(nn.Module):
     Attributes:
         weight: the learnable weights of shape :math:`(\text{out\_features}, \text{in\_features})`, initialised
             from :math:`\mathcal{U}(-\sqrt{k}, \sqrt{k})`, :math:`k = \frac{1}{\text{in\_features}}`, as ``nn.Linear``
+            (with ``init="torch"``; see ``init``)
         bias: the learnable bias of shape :math:`(\text{out\_features})`, initialised like the weights
+        init: the name of the initialisation, used by :meth:`reset_parameters`
 
     Examples::
 
@@ -48,8 +58,10 @@ class SigmoidLinear(nn.Module):
     __constants__ = ["in_features", "out_features"]
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, init: str = "torch") -> None:
         super().__init__()
+        _checks.init_name("SigmoidLinear", init)
+        self.init = init
         self.in_features = in_features
         self.out_features = out_features
         self.weight = nn.Parameter(torch.empty((out_features, in_features), device=device, dtype=dtype))
@@ -60,8 +72,18 @@ class SigmoidLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """nn.Linear's own initialisation, so both layers draw the same numbers from the same seed."""
-        nn.Linear.reset_parameters(cast(nn.Linear, self))      # it reads weight, bias and in_features only
+        """Draw the initial weights and bias by ``self.init`` (see the class's ``init``). ``"torch"`` is nn.Linear's
+        own initialisation, so both layers draw the same numbers from the same seed."""
+        if self.init == "torch":
+            nn.Linear.reset_parameters(cast(nn.Linear, self))      # it reads weight, bias and in_features only
+            return
+        # (3.5) "nielsen": w ~ N(0, 1/n_in), so z = w a + b has a variance near 1 for inputs of size ~1; "large":
+        # w ~ N(0, 1). A layer with no inputs has no weights to draw.
+        std = 1 / math.sqrt(max(self.in_features, 1)) if self.init == "nielsen" else 1.0
+        with torch.no_grad():
+            self.weight.normal_(0.0, std)
+            if self.bias is not None:
+                self.bias.normal_(0.0, 1.0)                         # b ~ N(0, 1), for both
 
     def forward(self, input: Tensor) -> Tensor:
         """``sigmoid(input @ weight.T + bias)``: :func:`bp_torch.functional.sigmoid_linear` on this layer's parameters.
@@ -69,7 +91,8 @@ class SigmoidLinear(nn.Module):
         return F.sigmoid_linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        init = "" if self.init == "torch" else f", init={self.init!r}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{init}"
 
 
 class QuadraticCost(nn.Module):
@@ -110,6 +133,49 @@ class QuadraticCost(nn.Module):
         return f"reduction={self.reduction!r}"
 
 
+class CrossEntropyCost(nn.Module):
+    r"""The cross-entropy cost of Nielsen's chapter 3, ``C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]`` per
+    sample (3.1), with the interface of ``nn.BCELoss`` (see :func:`bp_torch.functional.cross_entropy_cost`).
+
+    Its backward is ``dC/da = (a - y) / (a (1 - a))`` (3.2): after a sigmoid output the ``sigma'(z) = a (1 - a)``
+    cancels, so ``delta^L = a - y`` (3.3) and a saturated wrong output still learns fast, where the quadratic cost's
+    ``(a - y) sigma'(z)`` nearly stops. :meth:`SigmoidMLP.sgd_step` with ``cost="cross_entropy"`` uses ``a - y``
+    directly.
+
+    Args:
+        reduction: ``"mean"`` (default, Nielsen's ``-1/n sum_x sum_j [...]``), ``"sum"`` or ``"none"``.
+
+    Shape:
+        - Input: :math:`(*, n)`, values in [0, 1]; Target: :math:`(*, n)`, the same shape, values in [0, 1].
+        - Output: a scalar, or :math:`(*)` with ``reduction="none"``.
+
+    Unlike ``nn.BCELoss``, which averages over every element, the cost sums over the last dimension (the outputs of
+    one sample), as Nielsen does: ``CrossEntropyCost()(a, y) == n * nn.BCELoss()(a, y)`` for ``n`` outputs.
+
+    Examples::
+
+        >>> cost = bp_torch.CrossEntropyCost()
+        >>> cost(torch.tensor([[0.5, 0.5]]), torch.tensor([[0.0, 1.0]]))
+        tensor(1.3863)
+    """
+
+    __constants__ = ["reduction"]
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in _checks.REDUCTIONS:
+            raise ValueError(f"CrossEntropyCost: reduction must be one of {_checks.REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """The cost of ``input`` (the network's output ``a``) against ``target`` (``y``): see
+        :func:`bp_torch.functional.cross_entropy_cost`."""
+        return F.cross_entropy_cost(input, target, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
 class SigmoidMLP(nn.Sequential):
     r"""Nielsen's ``Network(sizes)`` as a module: a chain of :class:`SigmoidLinear` layers,
     ``a^l = sigma(w^l a^(l-1) + b^l)`` for ``l = 1 .. L``.
@@ -117,6 +183,9 @@ class SigmoidMLP(nn.Sequential):
     Args:
         sizes: the number of neurons in each layer, input first, e.g. ``[784, 30, 10]``; at least 2 entries.
         bias: whether each layer has a bias. Default: ``True``
+        init: each layer's initialisation, ``"torch"`` (default), ``"nielsen"`` or ``"large"``: see
+            :class:`SigmoidLinear`. Layer by layer, each draws its weight, then its bias, so
+            ``torch.manual_seed(s)`` before the constructor makes the network reproducible.
 
     Shape:
         - Input: :math:`(*, \text{sizes}[0])`; Output: :math:`(*, \text{sizes}[-1])`.
@@ -134,13 +203,14 @@ class SigmoidMLP(nn.Sequential):
     """
 
     def __init__(self, sizes: Iterable[int], bias: bool = True, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, init: str = "torch") -> None:
+        _checks.init_name("SigmoidMLP", init)
         sizes = list(sizes)
         if len(sizes) < 2:
             raise ValueError(f"SigmoidMLP: sizes must have at least 2 entries (input and output), got {sizes}")
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
             raise ValueError(f"SigmoidMLP: sizes must be non-negative integers, got {sizes}")
-        super().__init__(*(SigmoidLinear(n_in, n_out, bias=bias, device=device, dtype=dtype)
+        super().__init__(*(SigmoidLinear(n_in, n_out, bias=bias, device=device, dtype=dtype, init=init)
                            for n_in, n_out in zip(sizes[:-1], sizes[1:])))
         self.sizes = sizes
 
@@ -252,22 +322,27 @@ class SigmoidMLP(nn.Sequential):
                                      f"torch.optim would leave unchanged and {op} would update")
         raise AssertionError("_refuse found nothing to refuse")
 
-    def sgd_step(self, x: Tensor, y: Tensor, lr: float | Tensor) -> Tensor:
+    def sgd_step(self, x: Tensor, y: Tensor, lr: float | Tensor, *, cost: str = "quadratic",
+                 weight_decay: float | Tensor = 0.0) -> Tensor:
         """One step of Nielsen's ``update_mini_batch`` on this network's own parameters, in place, without
-        autograd: see :func:`bp_torch.functional.sgd_step`. Returns the mini-batch's cost before the update.
+        autograd: see :func:`bp_torch.functional.sgd_step`. ``cost``: ``"quadratic"`` or ``"cross_entropy"``;
+        ``weight_decay``: ``torch.optim.SGD``'s, Nielsen's ``lambda / n`` (the weights decay, the biases do not).
+        Returns the mini-batch's cost before the update.
         On the C++ backend the whole step is a single op call. A network that is not a chain of plain
         :class:`SigmoidLinear` layers (another module appended, a parametrized or hooked layer, a frozen parameter)
         is refused with a ``ValueError`` that names the layer.
 
         Shapes: ``x: (n, sizes[0])``, ``y: (n, sizes[-1])``.
         """
-        return F.sgd_step(x, y, *self._sgd_parameters("sgd_step"), lr)
+        return F.sgd_step(x, y, *self._sgd_parameters("sgd_step"), lr, cost=cost, weight_decay=weight_decay)
 
     def sgd_epoch(self, x: Tensor, y: Tensor, lr: float | Tensor, batch_size: int, shuffle: bool = True,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, *, cost: str = "quadratic",
+                  weight_decay: float | Tensor = 0.0) -> Tensor:
         """One epoch of Nielsen's SGD on this network's own parameters, in place, without autograd: mini-batches of
         ``batch_size`` samples (the last one partial), in the order of ``torch.randperm(n, generator=generator)``
-        when ``shuffle``, else in order. See :func:`bp_torch.functional.sgd_epoch`; on the C++ backend the whole
+        when ``shuffle``, else in order, each step with :meth:`sgd_step`'s ``cost`` and ``weight_decay``. See
+        :func:`bp_torch.functional.sgd_epoch`; on the C++ backend the whole
         epoch is a single op call. Returns each mini-batch's cost before its update, as a 1-D tensor. Refuses the
         networks that :meth:`sgd_step` refuses.
 
@@ -278,4 +353,4 @@ class SigmoidMLP(nn.Sequential):
         # A 0-d x has no samples to shuffle: the checks then say what x must be, rather than x.shape[0] failing.
         n = x.shape[0] if x.dim() > 0 else 0
         perm = torch.randperm(n, generator=generator, device=x.device) if shuffle else None
-        return F.sgd_epoch(x, y, weights, biases, lr, batch_size, perm)
+        return F.sgd_epoch(x, y, weights, biases, lr, batch_size, perm, cost=cost, weight_decay=weight_decay)

@@ -18,13 +18,20 @@ files under ``ROOT/MNIST/raw/``; ``--download`` fetches them) and trains Nielsen
 10, 30 epochs, on the 60,000 training images (Nielsen trains on 50,000 and keeps 10,000 for validation), testing on
 the 10,000 test images. Nielsen reports about 95% (95.42% at the best epoch); ``--hidden 100`` about 96.6%.
 
-Initialisation (``--init``). The default, ``torch``, is ``nn.Linear``'s own: ``U(-1/sqrt(n_in), 1/sqrt(n_in))`` for
-weights and biases. Nielsen's N(0, 1) for every weight and bias (``--init normal``) is also there, but on the 8x8
-digits with batch 10 and eta 3.0 it saturates units early and some runs never recover: over seeds 0-19, 5 stalled
-at 87-88% after 30 epochs (seeds 1, 8, 13, 16, 17), the others reached 96.2-97.8%. With ``torch`` init every one of
-those 20 seeds ended at 96.7-98.2% (seed 0: 97.56%), so it is the default.
+Initialisation (``--init``, the library's ``SigmoidMLP(init=...)``). The default, ``torch``, is ``nn.Linear``'s own:
+``U(-1/sqrt(n_in), 1/sqrt(n_in))`` for weights and biases. ``large`` is Nielsen's chapter-1 N(0, 1) for every weight
+and bias (``normal`` is another name for it), which on the 8x8 digits with batch 10 and eta 3.0 saturates units
+early, so that some runs stall (see BENCHMARKS.md); ``nielsen`` is his chapter-3 ``default_weight_initializer``,
+N(0, 1/n_in) weights and N(0, 1) biases.
 
-Flags: ``--epochs``, ``--batch-size``, ``--lr``, ``--hidden`` (one or more hidden-layer sizes, e.g. ``--hidden 100
+The next chapter (Nielsen's ``network2.py``): ``--cost cross-entropy`` trains on the cross-entropy cost, whose output
+error ``delta^L = a^L - y`` has no ``sigma'(z^L)`` factor to slow a saturated unit down; ``--lmbda L`` adds L2
+regularisation, ``w <- (1 - eta L / n) w - eta dC/dw`` for ``n`` training images (``torch.optim.SGD``'s
+``weight_decay = L / n`` on the weights, none on the biases, or ``sgd_epoch(weight_decay=...)`` under ``--fused``);
+``--input-scale S`` multiplies the pixels by ``S``, a way to start saturated. ``benchmarks/compare_costs.py`` runs
+the comparison of README.md and BENCHMARKS.md with these flags.
+
+Other flags: ``--epochs``, ``--batch-size``, ``--lr``, ``--hidden`` (one or more hidden-layer sizes, e.g. ``--hidden 100
 30``), ``--seed`` (the initialisation and the shuffles; runs with the same seed, backend and thread count give the
 same numbers), ``--backend python|cpp`` (bp_torch's backend; default: bp_torch's own default), ``--fused`` (each
 epoch is one :meth:`bp_torch.SigmoidMLP.sgd_epoch`, a single C++ op call that runs every update of the epoch with
@@ -33,7 +40,8 @@ the same shuffled order, so it gives the same network up to rounding).
 
 Outputs:
 
-* a tqdm progress bar and one line per epoch: the cost on the whole training set, train and test accuracy;
+* a tqdm progress bar and one line per epoch: the cost (``--cost``'s, without the L2 term) on the whole training
+  set, train and test accuracy;
 * ``--metrics-json PATH``: ``{"dataset", "test_accuracy", "train_seconds", "epochs", "history": [...], ...}``, where
   ``train_seconds`` is the wall time of the whole epoch loop (updates and per-epoch evaluation) and each history
   entry is ``{"epoch", "cost", "train_accuracy", "test_accuracy", "seconds"}``, ``seconds`` being that epoch's
@@ -80,14 +88,10 @@ from digits.errors import check_output_paths, need_matplotlib  # noqa: E402
 
 
 def build_model(sizes, seed, init="torch", dtype=torch.float32):
-    """A seeded :class:`bp_torch.SigmoidMLP`: ``init="torch"`` is nn.Linear's init, ``"normal"`` Nielsen's N(0, 1)."""
+    """A seeded :class:`bp_torch.SigmoidMLP` with the library's ``init``: ``"torch"`` (nn.Linear's), ``"nielsen"``
+    or ``"large"``."""
     torch.manual_seed(seed)
-    net = bp_torch.SigmoidMLP(sizes, dtype=dtype)
-    if init == "normal":
-        with torch.no_grad():
-            for p in net.parameters():
-                p.normal_(0.0, 1.0)
-    return net
+    return bp_torch.SigmoidMLP(sizes, dtype=dtype, init=init)
 
 
 def train(args):
@@ -103,22 +107,29 @@ def train(args):
     if args.ddp and args.download and rank == 0:
         torch.distributed.barrier()
     x_train, y_train, x_test, y_test = (dataset[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    x_train, x_test = args.input_scale * x_train, args.input_scale * x_test
 
-    # The chapter's network and cost: a^l = sigma(w^l a^(l-1) + b^l), C = 1/2n sum_x ||y(x) - a^L(x)||^2, y one-hot
+    # The network and cost: a^l = sigma(w^l a^(l-1) + b^l); C = 1/2n sum_x ||y(x) - a^L(x)||^2 (quadratic) or
+    # C = -1/n sum_x sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)] (cross-entropy), y one-hot
     sizes = [x_train.shape[1], *args.hidden, 10]
     net = build_model(sizes, args.seed, args.init)
     y_train_hot = torch.nn.functional.one_hot(y_train, 10).to(torch.float32)
     model = torch.nn.parallel.DistributedDataParallel(net) if args.ddp else net
-    cost_fn = bp_torch.QuadraticCost()
-    optimizer = torch.optim.SGD(net.parameters(), lr=args.lr)         # W <- W - eta dC/dW
+    cost = args.cost.replace("-", "_")                                # the library's name, "cross_entropy"
+    cost_fn = bp_torch.CrossEntropyCost() if cost == "cross_entropy" else bp_torch.QuadraticCost()
+    # L2: w <- (1 - eta lambda/n) w - eta dC/dw, torch.optim.SGD's weight_decay = lambda/n on the weights only
+    weight_decay = args.lmbda / len(x_train)
+    optimizer = torch.optim.SGD([{"params": [layer.weight for layer in net], "weight_decay": weight_decay},
+                                 {"params": [layer.bias for layer in net], "weight_decay": 0.0}], lr=args.lr)
 
     def log(line):
         if rank == 0:
             tqdm.write(line)
 
     mode = f"{world_size} processes (DDP, gloo)" if args.ddp else "1 process"
-    log(f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images; network {sizes}, quadratic cost, "
-        f"SGD batch {args.batch_size}, eta {args.lr}, {args.epochs} epochs; backend {bp_torch.backend()}"
+    log(f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images; network {sizes}, {args.cost} cost, "
+        f"init {args.init}, lambda {args.lmbda:g}, SGD batch {args.batch_size}, eta {args.lr}, {args.epochs} epochs; "
+        f"backend {bp_torch.backend()}"
         f"{', fused sgd_epoch' if args.fused else ''}; {mode}; seed {args.seed}")
     n_batches = len(data.epoch_batches(len(x_train), args.batch_size, args.seed, 0, rank, world_size))
     bar = tqdm(total=args.epochs * n_batches, unit="batch", desc="training", leave=False,
@@ -131,7 +142,8 @@ def train(args):
             # The same shuffle as epoch_batches' (DistributedSampler's randperm seeded with seed + epoch), and the
             # whole epoch of updates in one call, without autograd
             shuffle = torch.Generator().manual_seed(args.seed + epoch)
-            net.sgd_epoch(x_train, y_train_hot, args.lr, args.batch_size, generator=shuffle)
+            net.sgd_epoch(x_train, y_train_hot, args.lr, args.batch_size, generator=shuffle, cost=cost,
+                          weight_decay=weight_decay)
             bar.update(n_batches)
         else:
             # Stochastic gradient descent: for each mini-batch, the cost, back-propagation, the update
@@ -142,11 +154,11 @@ def train(args):
                 bar.update()
         seconds = time.perf_counter() - t0
         if rank == 0:
-            cost, train_acc, _ = outputs.evaluate(net, x_train, y_train)
+            train_cost, train_acc, _ = outputs.evaluate(net, x_train, y_train, cost_fn=type(cost_fn)("sum"))
             _, test_acc, _ = outputs.evaluate(net, x_test, y_test)
-            history.append({"epoch": epoch + 1, "cost": cost, "train_accuracy": train_acc,
+            history.append({"epoch": epoch + 1, "cost": train_cost, "train_accuracy": train_acc,
                             "test_accuracy": test_acc, "seconds": seconds})
-            log(f"epoch {epoch + 1:{len(str(args.epochs))}d}/{args.epochs}  cost {cost:.5f}  "
+            log(f"epoch {epoch + 1:{len(str(args.epochs))}d}/{args.epochs}  cost {train_cost:.5f}  "
                 f"train {100 * train_acc:6.2f}%  test {100 * test_acc:6.2f}%  ({seconds:.2f} s)")
     train_seconds = time.perf_counter() - start
     bar.close()
@@ -162,6 +174,7 @@ def train(args):
         "dataset": args.dataset, "test_accuracy": test_acc, "train_seconds": train_seconds,
         "epochs": args.epochs, "history": history,
         "sizes": sizes, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "init": args.init,
+        "cost": args.cost, "lmbda": args.lmbda, "weight_decay": weight_decay, "input_scale": args.input_scale,
         "backend": bp_torch.backend(), "fused": args.fused, "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
     }

@@ -93,3 +93,58 @@ def assert_per_sample_grads_match_loop(model, cost, x, y):
         cost(model(x[i]), y[i]).backward()
         for name, p in model.named_parameters():
             torch.testing.assert_close(per_sample[name][i], p.grad)
+
+
+def cross_entropy_cost(a, y, reduction="mean"):
+    """The cross-entropy cost per sample in plain torch: BCE summed over the outputs, BCE's ln 0 = -100 floor."""
+    per_sample = F.binary_cross_entropy(a, y, reduction="none").sum(-1)
+    return {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
+
+
+def numpy_network2_sgd(weights, biases, xs, ys, eta, batch_size, cost, lmbda, n):
+    """Nielsen's network2.py ``update_mini_batch``, re-stated in numpy from the book's formulas, over the samples
+    in order.
+
+    Per sample: forward ``a^l = sigma(w^l a^(l-1) + b^l)``; output error ``delta^L = (a - y) sigma'(z^L)``
+    (``cost="quadratic"``) or ``delta^L = a - y`` (``"cross_entropy"``); ``delta^l = (w^(l+1))^T delta^(l+1) *
+    sigma'(z^l)``; ``dC_x/dw^l = delta^l (a^(l-1))^T``, ``dC_x/db^l = delta^l``. Per mini-batch of m samples:
+    ``w <- (1 - eta lmbda / n) w - (eta / m) sum_x dC_x/dw``, ``b <- b - (eta / m) sum_x dC_x/db``.
+    Returns the weights and biases after each mini-batch (a list of (weights, biases) pairs).
+    """
+    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    weights = [w.copy() for w in weights]
+    biases = [b.copy() for b in biases]
+    trajectory = []
+    for start in range(0, len(xs), batch_size):
+        batch = list(zip(xs[start:start + batch_size], ys[start:start + batch_size]))
+        nabla_w = [np.zeros_like(w) for w in weights]
+        nabla_b = [np.zeros_like(b) for b in biases]
+        for x, y in batch:
+            activation, activations, zs = x, [x], []
+            for w, b in zip(weights, biases):
+                z = w @ activation + b
+                zs.append(z)
+                activation = sigmoid(z)
+                activations.append(activation)
+            if cost == "cross_entropy":
+                delta = activations[-1] - y
+            else:
+                delta = (activations[-1] - y) * sigmoid(zs[-1]) * (1 - sigmoid(zs[-1]))
+            nabla_w[-1] += np.outer(delta, activations[-2])
+            nabla_b[-1] += delta
+            for layer in range(2, len(weights) + 1):
+                sp = sigmoid(zs[-layer]) * (1 - sigmoid(zs[-layer]))
+                delta = (weights[-layer + 1].T @ delta) * sp
+                nabla_w[-layer] += np.outer(delta, activations[-layer - 1])
+                nabla_b[-layer] += delta
+        m = len(batch)
+        weights = [(1 - eta * (lmbda / n)) * w - (eta / m) * nw for w, nw in zip(weights, nabla_w)]
+        biases = [b - (eta / m) * nb for b, nb in zip(biases, nabla_b)]
+        trajectory.append(([w.copy() for w in weights], [b.copy() for b in biases]))
+    return trajectory
+
+
+def numpy_cross_entropy(a, y):
+    """Nielsen's ``CrossEntropyCost.fn`` per sample: ``sum(nan_to_num(-y ln a - (1 - y) ln(1 - a)))``, rows of a."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sum(np.nan_to_num(-y * np.log(a) - (1 - y) * np.log(1 - a)), axis=-1)

@@ -670,3 +670,88 @@ def test_deepcopy_of_an_edited_network_still_agrees():
     results = on_each_backend(lambda: [net(x), twin(x)])
     value = assert_agree(results)
     assert_close(value[0], value[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The next chapter: sgd_step and sgd_epoch with cost= (3.3) and weight_decay= (3.4), bad values included
+# ----------------------------------------------------------------------------------------------------------------
+
+def oracle_chapter_three_sgd(net, x, y, lr, cost, weight_decay):
+    """autograd + torch.optim.SGD with weight_decay on the weights' group and none on the biases' (3.4), on the
+    quadratic cost or the cross-entropy (binary_cross_entropy summed over the outputs). Returns the cost before the
+    step."""
+    params = list(net.parameters())
+    groups = [{"params": [p for p in params if p.dim() == 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() == 1], "weight_decay": 0.0}]
+    optimizer = torch.optim.SGD([group for group in groups if group["params"]], lr=lr)
+    optimizer.zero_grad()
+    out = oracle_forward(net, x)
+    if cost == "quadratic":
+        loss = 0.5 * (out - y).square().sum(-1).mean()
+    else:
+        loss = TF.binary_cross_entropy(out, y, reduction="none").sum(-1).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def chapter_three_misuse(cost, weight_decay, y):
+    """Whether these arguments must be refused: an unknown cost, a negative or NaN weight decay, or a cross-entropy
+    target outside [0, 1]."""
+    return (cost not in ("quadratic", "cross_entropy") or not weight_decay >= 0
+            or (cost == "cross_entropy" and bool(((y < 0) | (y > 1)).any())))
+
+
+chapter_three_costs = st.sampled_from(["quadratic", "cross_entropy", "cross_entropy", "mse"])
+weight_decays = st.sampled_from([0.0, 0.01, 0.5, 0.5, -0.1, math.nan])
+
+
+@given(spec=net_specs(), n=st.integers(0, 5), cost=chapter_three_costs, weight_decay=weight_decays,
+       y_scale=st.sampled_from([1.0, 1.0, 2.0]), seed=seeds)
+def test_module_sgd_step_with_cost_and_weight_decay_agrees_with_the_oracle(spec, n, cost, weight_decay, y_scale,
+                                                                          seed):
+    def run():
+        net = build(spec)
+        x, y = data(spec, n, seed)
+        value = net.sgd_step(x, y_scale * y, 0.5, cost=cost, weight_decay=weight_decay)
+        return [value, *[p.detach().clone() for p in net.parameters()]]
+
+    results = on_each_backend(run)
+    if spec.edit not in CHAIN_EDITS:
+        assert_refused_alike(results)
+        return
+    result = assert_agree(results)
+    net = build(spec)
+    x, y = data(spec, n, seed)
+    if chapter_three_misuse(cost, weight_decay, y_scale * y):
+        assert result is None and results["python"][1] is ValueError, results["python"]
+        return
+    expected = oracle_chapter_three_sgd(net, x, y_scale * y, 0.5, cost, weight_decay)
+    assert_close(result, [expected, *[p.detach() for p in net.parameters()]], tol=1e-10)
+
+
+@given(spec=net_specs(), n=st.integers(0, 7), batch_size=st.integers(1, 8), cost=chapter_three_costs,
+       weight_decay=weight_decays, seed=seeds)
+def test_module_sgd_epoch_with_cost_and_weight_decay_is_a_loop_of_oracle_steps(spec, n, batch_size, cost,
+                                                                               weight_decay, seed):
+    def run():
+        net = build(spec)
+        x, y = data(spec, n, seed)
+        costs = net.sgd_epoch(x, y, 0.5, batch_size, generator=gen(seed), cost=cost, weight_decay=weight_decay)
+        return [costs, *[p.detach().clone() for p in net.parameters()]]
+
+    results = on_each_backend(run)
+    if spec.edit not in CHAIN_EDITS:
+        assert_refused_alike(results)
+        return
+    result = assert_agree(results)
+    net = build(spec)
+    x, y = data(spec, n, seed)
+    if chapter_three_misuse(cost, weight_decay, y):
+        assert result is None and results["python"][1] is ValueError, results["python"]
+        return
+    order = torch.randperm(n, generator=gen(seed))
+    costs = [oracle_chapter_three_sgd(net, x[index], y[index], 0.5, cost, weight_decay)
+             for index in chunks(order, batch_size)]
+    expected_costs = torch.stack(costs) if costs else x.new_empty(0)
+    assert_close(result, [expected_costs, *[p.detach() for p in net.parameters()]], tol=1e-10)

@@ -759,3 +759,21 @@ def test_browser_details_follow_the_walk(open_page):
     page.locator("#walk-reset").click()
     assert status.text_content().startswith("The finished pass")
     assert shown(page, '#details [data-key="product"]') == pytest.approx(0.000498, abs=1e-6)  # Mazur's dE/dw3
+
+
+def test_browser_cross_entropy_node_shows_delta_beside_the_quadratic_delta(open_page):
+    """With the cross-entropy cost, an output node shows delta^L = a^L - y (3.3) beside (a^L - y) sigma'(z^L)."""
+    model, x, y, _ = mazur_example()
+    report = bp_torch.explain(model, x, y, cost=bp_torch.CrossEntropyCost())
+    page = open_page(report, steps=2).page
+    assert "cross-entropy cost" in page.locator("#subtitle").text_content()
+    a = report.layers[1].a[0]
+    for j in (1, 2):
+        click_node(page, 2, j)
+        error = (a[j - 1] - y[j - 1]).item()
+        assert shown(page, '#node-values [data-key="delta"]') == pytest.approx(error, abs=1e-15)
+        assert shown(page, '#node-values [data-key="quadratic_delta"]') == \
+            pytest.approx(error * (a[j - 1] * (1 - a[j - 1])).item(), abs=1e-15)
+        assert "a^2 - y" in page.locator('#node-values tr:has([data-key="delta"])').text_content()
+    click_node(page, 1, 1)
+    assert page.locator('#node-values [data-key="delta"]').count() == 0

@@ -275,3 +275,56 @@ def test_ddp_gradients_equal_single_process(tmp_path, backend):
         for got, want in zip(grads, expected):
             assert want.abs().max() > 0
             torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), want, rtol=1e-10, atol=1e-13)
+
+
+def test_cross_entropy_l2_and_init_flags(tmp_path, backend):
+    """--cost cross-entropy --lmbda L --init nielsen: the fused epochs (sgd_epoch(cost=..., weight_decay=L/n)) and the
+    autograd loop (CrossEntropyCost, torch.optim.SGD with weight_decay on the weights only) learn the same network,
+    the metrics record the flags, and the model starts from the library's init."""
+    train_digits = load_example("train_digits")
+    runs = {}
+    for fused in (False, True):
+        path = tmp_path / f"ce-{fused}.json"
+        assert train_digits.main(["--epochs", "3", "--seed", "4", "--backend", backend, "--no-progress", "--cost",
+                                  "cross-entropy", "--lmbda", "5", "--init", "nielsen", "--lr", "0.5",
+                                  "--metrics-json", str(path)] + ["--fused"] * fused) == 0
+        runs[fused] = json.loads(path.read_text())
+    plain = runs[False]
+    assert (plain["cost"], plain["lmbda"], plain["init"]) == ("cross-entropy", 5.0, "nielsen")
+    assert plain["weight_decay"] == pytest.approx(5.0 / 1347)
+    for a, b in zip(runs[False]["history"], runs[True]["history"]):
+        assert b["cost"] == pytest.approx(a["cost"], rel=1e-3)
+        assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 2 / 450
+    assert plain["test_accuracy"] > 0.85
+    # the reported cost is the cross-entropy (sum over 10 outputs, so well above the quadratic's 1/2 sum ...)
+    assert plain["history"][0]["cost"] > 0.1
+    torch.manual_seed(4)
+    expected = bp_torch.SigmoidMLP([64, 30, 10], init="nielsen")
+    net = train_digits.build_model([64, 30, 10], 4, "nielsen")
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), expected.parameters()))
+
+
+def test_lmbda_decays_the_weights_and_normal_is_large(tmp_path, backend):
+    train_digits = load_example("train_digits")
+    norms = {}
+    for lmbda in ("0", "50"):
+        ckpt = tmp_path / f"l{lmbda}.pt"
+        assert train_digits.main(["--epochs", "2", "--seed", "1", "--backend", backend, "--no-progress", "--fused",
+                                  "--lmbda", lmbda, "--save", str(ckpt)]) == 0
+        state = torch.load(ckpt)["state_dict"]
+        norms[lmbda] = (state["0.weight"].norm().item(), state["0.bias"].norm().item())
+    assert norms["50"][0] < 0.5 * norms["0"][0]          # (1 - 3.0 * 50/1347) per step shrinks the weights
+    args = train_digits.cli.parse_args(["--init", "normal"])
+    assert args.init == "large"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cost", "mse"], "argument --cost: invalid choice: 'mse'"),
+    (["--init", "xavier"], "argument --init: invalid choice: 'xavier'"),
+    (["--lmbda", "-1"], "--lmbda must be a finite number >= 0, got -1.0"),
+    (["--lmbda", "nan"], "--lmbda must be a finite number >= 0, got nan"),
+    (["--input-scale", "0"], "--input-scale must be a finite number > 0, got 0.0"),
+])
+def test_new_flags_refuse_bad_values(argv, message, backend):
+    result = run_example(TRAIN, *argv, "--backend", backend)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

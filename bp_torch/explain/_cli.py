@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .. import _backend
-from ..modules import QuadraticCost, SigmoidMLP
+from ..modules import CrossEntropyCost, QuadraticCost, SigmoidMLP
 from . import _page
 from ._explain import explain, layers_of, learning_rate
 from ._plot import need_matplotlib, writes_edge_labels
@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
                         "SigmoidMLP state_dict saved with torch.save")
     p.add_argument("--input", type=float, nargs="+", metavar="X", help="the input x (default: random, or Mazur's)")
     p.add_argument("--target", type=float, nargs="+", metavar="Y", help="the target y (default: random, or Mazur's)")
+    p.add_argument("--cost", choices=["quadratic", "cross-entropy"], default="quadratic",
+                   help="the cost: the chapter's quadratic cost (default), or the cross-entropy, whose report shows "
+                        "delta^L = a^L - y beside the quadratic cost's (a^L - y) sigma'(z^L)")
     p.add_argument("--backend", choices=_backend.available_backends(), help="bp_torch backend (default: active)")
     p.add_argument("--plot", metavar="PATH.png", help="draw the network, edges coloured and sized by |dC/dw| "
                                                       "(needs matplotlib: pip install 'bp_torch[plot]')")
@@ -211,22 +214,23 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             _page.check_drawable(model.sizes, n_samples=1, elsewhere="without --html, the command (and --plot) shows")
         except ValueError as err:
             raise UsageError(str(err)) from None
+    cost = CrossEntropyCost() if args.cost == "cross-entropy" else QuadraticCost()
     try:
-        report = explain(model, x, y)
+        report = explain(model, x, y, cost=cost)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from None
 
     print("bp_torch.explain: back-propagation term by term, each factor labelled with its equation")
-    print(f"{source}; one sample, quadratic cost, eta = {lr:g}")
+    print(f"{source}; one sample, {args.cost} cost, eta = {lr:g}")
     if mazur:
         print("Mazur's names: i1, i2 = a^0; out_h1, out_h2 = a^1; out_o1, out_o2 = a^2; E_total = C;")
         print("               w^1 = [[w1, w2], [w3, w4]], w^2 = [[w5, w6], [w7, w8]]; b^1 = b1, b^2 = b2")
     print(report)
 
     # One step of gradient descent with the library's own update (bp_torch.functional.sgd_step): W <- W - eta dC/dW
-    cost_before = model.sgd_step(report.x, report.y, lr).item()
+    cost_before = model.sgd_step(report.x, report.y, lr, cost=report.cost_name).item()
     with torch.no_grad():
-        cost_after = QuadraticCost()(model(report.x), report.y).item()
+        cost_after = cost(model(report.x), report.y).item()
     print("")
     print(f"gradient descent      W <- W - eta * dC/dW,  b <- b - eta * dC/db,  eta = {lr:g}")
     for l, layer in enumerate(layers_of(model), 1):

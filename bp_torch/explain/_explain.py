@@ -3,7 +3,8 @@ weight, and torch autograd's gradient set beside each product; first, the checks
 steps that the page's slider moves through, each step a report of its own.
 
 The formulas it shares with the library come from :mod:`bp_torch.autograd` (``sigmoid_prime_from_output`` for
-(1.2)/(2.2), ``quadratic_cost_backward`` for (1.3)); the update of each step is :func:`bp_torch.functional.sgd_step`.
+(1.2)/(2.2), ``quadratic_cost_backward`` for (1.3), ``cross_entropy_cost_backward`` for (3.2)); the update of each
+step is :func:`bp_torch.functional.sgd_step`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _backend, _checks, functional
-from ..autograd import quadratic_cost_backward, sigmoid_prime_from_output
-from ..modules import QuadraticCost, SigmoidLinear
+from ..autograd import cross_entropy_cost_backward, quadratic_cost_backward, sigmoid_prime_from_output
+from ..modules import CrossEntropyCost, QuadraticCost, SigmoidLinear
 from . import _notation
 from ._report import ExplainReport, LayerReport
 
@@ -61,8 +62,9 @@ def layers_of(model: nn.Module) -> list[SigmoidLinear]:
     return layers
 
 
-def cost_module(cost: QuadraticCost | str | None) -> QuadraticCost:
-    """``None`` (the default), a QuadraticCost with reduction 'mean' or 'sum', or the reduction as a string."""
+def cost_module(cost: QuadraticCost | CrossEntropyCost | str | None) -> QuadraticCost | CrossEntropyCost:
+    """``None`` (the default), a QuadraticCost or CrossEntropyCost with reduction 'mean' or 'sum', or a
+    QuadraticCost's reduction as a string."""
     if cost is None:
         return QuadraticCost()
     if isinstance(cost, str):
@@ -70,10 +72,11 @@ def cost_module(cost: QuadraticCost | str | None) -> QuadraticCost:
             raise ValueError(f"explain: cost given as a string must be a QuadraticCost reduction, one of "
                              f"{COST_REDUCTIONS}, got {cost!r}")
         return QuadraticCost(cost)
-    if not isinstance(cost, QuadraticCost):
+    if not isinstance(cost, (QuadraticCost, CrossEntropyCost)):
         raise TypeError(
-            f"explain: cost must be a bp_torch.QuadraticCost (or 'mean' / 'sum'), got {type(cost).__name__}: "
-            f"equation (1.3), dC/da^L = a^L - y, is the derivative of the chapter's quadratic cost only")
+            f"explain: cost must be a bp_torch.QuadraticCost (or 'mean' / 'sum') or a bp_torch.CrossEntropyCost, got "
+            f"{type(cost).__name__}: equation (1.3), dC/da^L = a^L - y, is the derivative of the chapter's quadratic "
+            f"cost, (3.2) that of the cross-entropy")
     if cost.reduction not in COST_REDUCTIONS:
         raise ValueError(f"explain: the cost must reduce to one number, so its reduction must be one of "
                          f"{COST_REDUCTIONS}, got {cost.reduction!r}")
@@ -97,7 +100,7 @@ def tensor_argument(value: Tensor | Sequence[Any], like: Tensor, name: str) -> T
 
 
 def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[Any],
-            cost: QuadraticCost | str | None = None) -> ExplainReport:
+            cost: QuadraticCost | CrossEntropyCost | str | None = None) -> ExplainReport:
     """Each chain-rule factor of each layer, their product ``dC/dw^l`` and torch autograd's gradient beside it.
 
     Args:
@@ -107,9 +110,12 @@ def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[An
             samples); a tensor, or anything ``torch.as_tensor`` takes (then given the model's dtype).
         y: the target, shaped like the model's output.
         cost: the chapter's quadratic cost: ``None`` (default: ``QuadraticCost()``, the mean over the samples), a
-            :class:`bp_torch.QuadraticCost` with reduction ``"mean"`` or ``"sum"``, or that reduction as a string.
-            Other costs raise ``TypeError`` (equation (1.3) is the quadratic cost's derivative), and
-            ``reduction="none"`` raises ``ValueError`` (there is no single C to differentiate).
+            :class:`bp_torch.QuadraticCost` with reduction ``"mean"`` or ``"sum"``, or that reduction as a string;
+            or a :class:`bp_torch.CrossEntropyCost` (``"mean"`` or ``"sum"``), whose ``dC/da^L`` is (3.2): the
+            output layer then also shows ``delta^L = a^L - y`` (3.3) beside the quadratic cost's
+            ``(a^L - y) sigma'(z^L)``, so that the cancellation of ``sigma'(z^L)`` is in the numbers. Other costs raise
+            ``TypeError`` (each equation is one cost's derivative), and ``reduction="none"`` raises ``ValueError``
+            (there is no single C to differentiate).
 
     Returns:
         An :class:`ExplainReport`. Nothing in the model changes: autograd runs on copies of its parameters.
@@ -123,6 +129,7 @@ def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[An
     """
     layers = layers_of(model)
     cost_fn = cost_module(cost)
+    cost_name = "cross_entropy" if isinstance(cost_fn, CrossEntropyCost) else "quadratic"
     first = layers[0].weight
     x = tensor_argument(x, first, "x")
     y = tensor_argument(y, first, "y")
@@ -156,9 +163,11 @@ def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[An
         weights = [w.detach() for w in weights]
         biases = [None if b is None else b.detach() for b in biases]
         L = len(layers)
-        # (1.3) dC/da^L = a^L - y, from the cost's own backward (it carries the 1/n of a mean over n samples).
-        dC_da, _ = quadratic_cost_backward(torch.ones((), dtype=y.dtype, device=y.device), a[L], y,
-                                           cost_fn.reduction, (True, False))
+        # (1.3) dC/da^L = a^L - y, or (3.2) (a^L - y) / (a^L (1 - a^L)), from the cost's own backward (it carries
+        # the 1/n of a mean over n samples).
+        one = torch.ones((), dtype=y.dtype, device=y.device)
+        cost_backward = cross_entropy_cost_backward if cost_name == "cross_entropy" else quadratic_cost_backward
+        dC_da, _ = cost_backward(one, a[L], y, cost_fn.reduction, (True, False))
         reports = []
         dC_da_next = da_next_da = None
         for l in range(L, 0, -1):
@@ -172,36 +181,43 @@ def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[An
             # dC/dw^l_jk = sum over samples of dz_k/dw * da_j/dz_j * dC/da_j: the chain rule, weight by weight
             dC_dw = torch.einsum("nk,nj,nj->jk", dz_dw, da_dz, dC_da)
             dC_db = None if biases[l - 1] is None else torch.einsum("nj,nj->j", da_dz, dC_da)  # dz/db = 1
+            delta = quadratic_delta = None
+            if l == L and cost_name == "cross_entropy":
+                delta = dC_da * da_dz                                                 # (3.3) = (3.2) x (1.2)
+                quadratic_delta = quadratic_cost_backward(one, a[L], y, cost_fn.reduction, (True, False))[0] * da_dz
             reports.append(LayerReport(
-                index=l, equations=_notation.equations(l, L), formula=_notation.product_formula(l, L),
-                labels=_notation.labels(l, L, biases[l - 1] is not None, cost_fn.reduction, x.shape[0]),
+                index=l, equations=_notation.equations(l, L, cost_name),
+                formula=_notation.product_formula(l, L, cost_name),
+                labels=_notation.labels(l, L, biases[l - 1] is not None, cost_fn.reduction, x.shape[0], cost_name),
                 z=F.linear(a[l - 1], weights[l - 1], biases[l - 1]), a=a[l],
                 dz_dw=dz_dw, da_dz=da_dz, dC_da=dC_da, dC_da_next=dC_da_next, da_next_da=da_next_da,
                 dC_dw=dC_dw, autograd_dC_dw=autograd_w[l - 1],
                 max_abs_diff=(dC_dw - autograd_w[l - 1]).abs().max().item(),
                 weight=weights[l - 1], bias=biases[l - 1], dC_db=dC_db, autograd_dC_db=autograd_b[l - 1],
-                max_abs_diff_bias=None if dC_db is None else (dC_db - autograd_b[l - 1]).abs().max().item()))
+                max_abs_diff_bias=None if dC_db is None else (dC_db - autograd_b[l - 1]).abs().max().item(),
+                delta=delta, quadratic_delta=quadratic_delta))
     sizes = [layers[0].in_features] + [layer.out_features for layer in layers]
     return ExplainReport(x=x, y=y, sizes=sizes, reduction=cost_fn.reduction, cost=cost_value.item(),
-                         layers=reports[::-1], backend=_backend.backend())
+                         layers=reports[::-1], backend=_backend.backend(), cost_name=cost_name)
 
 
 def after_sgd_steps(report: ExplainReport, lr: float, steps: int) -> list[ExplainReport]:
     """``report``, then the report after each of ``steps`` steps of gradient descent on its ``x, y``.
 
     The steps are the library's own update, :func:`bp_torch.functional.sgd_step` (``W <- W - lr * dC/dW`` and the
-    biases), applied to a copy of the network the report describes, built from the parameters the report holds
-    (copies already): the model it was made from is never touched, whatever happens here.
+    biases, on the report's cost), applied to a copy of the network the report describes, built from the parameters
+    the report holds (copies already): the model it was made from is never touched, whatever happens here.
     """
     layers = [_layer_from(layer) for layer in report.layers]
     network = nn.Sequential(*layers)
     # sgd_step's C is the mean over the mini-batch; the report's may be the sum, whose gradient is n times larger
     step_lr = lr * report.n_samples if report.reduction == "sum" else lr
+    cost = (CrossEntropyCost if report.cost_name == "cross_entropy" else QuadraticCost)(report.reduction)
     reports = [report]
     for _ in range(steps):
         functional.sgd_step(report.x, report.y, [layer.weight for layer in layers],
-                            [layer.bias for layer in layers], step_lr)
-        reports.append(explain(network, report.x, report.y, cost=report.reduction))
+                            [layer.bias for layer in layers], step_lr, cost=report.cost_name)
+        reports.append(explain(network, report.x, report.y, cost=cost))
     return reports
 
 

@@ -17,6 +17,8 @@ from importlib import resources
 
 import torch
 
+from . import _notation
+
 __all__ = ["DEFAULT_LR", "DEFAULT_STEPS", "MAX_LAYERS", "MAX_SAMPLES", "MAX_STEPS", "MAX_UNITS", "check_drawable",
            "check_steps", "notebook_frame", "render"]
 
@@ -90,6 +92,7 @@ def _page_data(reports, lr, title):
         "title": title or f"network {'-'.join(map(str, sizes))}",
         "sizes": list(sizes), "n_samples": first.n_samples, "dtype": str(first.dtype).replace("torch.", ""),
         "backend": first.backend, "reduction": first.reduction, "lr": lr,
+        "cost_title": _notation.cost_title(first.cost_name),
         "gradient_scale": gradient_scale or 1.0,
         "walk": _walk(steps[0], lr),
         "steps": steps,
@@ -161,8 +164,11 @@ def _walk(step, lr):
         l, label, eq = layer["layer"], layer["labels"], layer["equations"]
         factors = ["dz_dw", "da_dz", "dC_da"] if layer["role"] == "output" else [
             "dz_dw", "da_dz", "dC_da_next", "da_next_da", "dC_da"]
+        if "delta" in label:       # cross-entropy: (3.3), delta^L = a^L - y, beside the quadratic cost's
+            factors += ["delta", "quadratic_delta"]
         # in the order they are computed: dC/da^l first, the factors local to the layer next, the product last
-        order = [k for k in ("dC_da_next", "da_next_da", "dC_da", "da_dz", "dz_dw") if k in factors]
+        order = [k for k in ("dC_da_next", "da_next_da", "dC_da", "da_dz", "delta", "quadratic_delta", "dz_dw")
+                 if k in factors]
         values = [_ref(k, l, True, eq[k], label[k]) for k in order]
         values.append(_ref("dC_dw", l, eq=eq["dC_dw"], label=label["dC_dw"]))
         if "dC_db" in label:

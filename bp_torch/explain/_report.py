@@ -48,6 +48,10 @@ class LayerReport:
         weight, bias: ``w^l``, ``(n_l, n_(l-1))``, and ``b^l``, ``(n_l,)`` (``None`` without a bias): copies of the
             model's parameters, as they were when the report was made
         dC_db, autograd_dC_db, max_abs_diff_bias: the same for the bias (``dz/db = 1``), ``None`` without a bias
+        delta: with the cross-entropy cost, the output layer's (3.3) ``delta^L = dC/da^L * da^L/dz^L``, the product
+            of (3.2) and (1.2), which is ``a^L - y``: ``sigma'(z^L)`` cancels, ``(n, n_L)``; else ``None``
+        quadratic_delta: beside it, the quadratic cost's ``delta^L = (a^L - y) sigma'(z^L)``, (1.3) x (1.2), for
+            the same network and data, ``(n, n_L)``; ``None`` where ``delta`` is
     """
 
     index: int
@@ -69,6 +73,8 @@ class LayerReport:
     dC_db: Tensor | None
     autograd_dC_db: Tensor | None
     max_abs_diff_bias: float | None
+    delta: Tensor | None = None
+    quadratic_delta: Tensor | None = None
 
     @property
     def is_output(self) -> bool:
@@ -80,7 +86,8 @@ class LayerReport:
         each tensor above as nested lists of floats."""
         plain = {name: _plain(getattr(self, name)) for name in (
             "z", "a", "dz_dw", "da_dz", "dC_da", "dC_da_next", "da_next_da", "dC_dw", "autograd_dC_dw",
-            "max_abs_diff", "weight", "bias", "dC_db", "autograd_dC_db", "max_abs_diff_bias")}
+            "max_abs_diff", "weight", "bias", "dC_db", "autograd_dC_db", "max_abs_diff_bias", "delta",
+            "quadratic_delta")}
         return {"layer": self.index, "role": "output" if self.is_output else "hidden",
                 "equations": dict(self.equations), "formula": self.formula, "labels": dict(self.labels), **plain}
 
@@ -101,6 +108,7 @@ class ExplainReport:
     cost: float
     layers: list[LayerReport]
     backend: str
+    cost_name: str = "quadratic"
 
     @property
     def n_samples(self) -> int:
@@ -123,8 +131,10 @@ class ExplainReport:
         """Plain data: nested lists of floats, floats, ints and strings (``json.dumps`` takes it as is)."""
         return {
             "sizes": list(self.sizes), "n_samples": self.n_samples, "dtype": str(self.dtype).replace("torch.", ""),
-            "backend": self.backend, "cost": {"name": "QuadraticCost", "reduction": self.reduction,
-                                              "formula": _notation.cost_formula(len(self.layers)), "value": self.cost},
+            "backend": self.backend,
+            "cost": {"name": "CrossEntropyCost" if self.cost_name == "cross_entropy" else "QuadraticCost",
+                     "reduction": self.reduction, "formula": _notation.cost_formula(len(self.layers), self.cost_name),
+                     "value": self.cost},
             "x": _plain(self.x), "y": _plain(self.y), "max_abs_diff": self.max_abs_diff,
             "layers": [layer.to_dict() for layer in self.layers],
         }

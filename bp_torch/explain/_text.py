@@ -37,7 +37,8 @@ def format_report(report: ExplainReport) -> str:
         lines += value_lines(layer.labels["z"], _per_sample(layer.z))
         lines += value_lines(layer.labels["a"], _per_sample(layer.a))
     average = "averaged over the samples" if report.reduction == "mean" else "summed over the samples"
-    lines += ["", f"cost                  {_notation.cost_formula(L)}" + (f", {average}" if n > 1 else "")]
+    lines += ["", f"cost                  {_notation.cost_formula(L, report.cost_name)}"
+              + (f", {average}" if n > 1 else "")]
     lines += value_lines("y", _per_sample(report.y))
     lines += value_lines("C", report.cost)
     for layer in reversed(report.layers):  # back-propagation's order: the output layer first
@@ -89,9 +90,12 @@ def _layer_lines(layer: LayerReport, L: int, n: int) -> list[str]:
         lines += value_lines(label["dC_da_next"], _per_sample(layer.dC_da_next), eq["dC_da_next"])
         lines += value_lines(label["da_next_da"], _per_sample(layer.da_next_da), eq["da_next_da"])
     lines += value_lines(label["dC_da"], _per_sample(layer.dC_da), eq["dC_da"])
+    if layer.delta is not None and layer.quadratic_delta is not None:  # cross-entropy: sigma'(z^L) cancels (3.3)
+        lines += value_lines(label["delta"], _per_sample(layer.delta), eq["delta"])
+        lines += value_lines(label["quadratic_delta"], _per_sample(layer.quadratic_delta), eq["quadratic_delta"])
     summed = ", summed over the samples" if n > 1 else ""
     lines.append(f"  {eq['dC_dw']:<8}{label['dC_dw']}{summed}")
-    f1, f2, f3 = eq["dz_dw"], eq["da_dz"], ("(1.3)" if layer.is_output else "(2.3)")
+    f1, f2, f3 = eq["dz_dw"], eq["da_dz"], eq["dC_da"]
     if n == 1:
         header = f"  {'j':>4} {'k':>3}  {f1:>16} {f2:>16} {f3:>16}   {'product':>16} {'autograd':>16}  {'|diff|':>7}"
     else:

@@ -21,8 +21,16 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, nargs="+", default=[30], metavar="N",
                    help="hidden-layer sizes; default: 30")
     p.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the shuffles; default: 0")
-    p.add_argument("--init", choices=["torch", "normal"], default="torch",
-                   help="torch: nn.Linear's init (default); normal: Nielsen's N(0, 1)")
+    p.add_argument("--init", choices=["torch", "nielsen", "large", "normal"], default="torch",
+                   help="torch: nn.Linear's init (default); nielsen: N(0, 1/n_in) weights, N(0, 1) biases "
+                        "(network2.py); large: N(0, 1) for both (network.py; 'normal' is another name for it)")
+    p.add_argument("--cost", choices=["quadratic", "cross-entropy"], default="quadratic",
+                   help="quadratic: C = 1/2n sum ||y - a||^2 (default); cross-entropy: Nielsen's chapter-3 cost")
+    p.add_argument("--lmbda", type=float, default=0.0,
+                   help="Nielsen's L2 regularisation lambda; the weights decay by eta * lambda / n_train per "
+                        "step (weight_decay = lambda / n_train), the biases do not; default: 0")
+    p.add_argument("--input-scale", type=float, default=1.0,
+                   help="multiply the pixels (in [0, 1]) by this, e.g. 20 for a saturated start; default: 1")
     p.add_argument("--backend", choices=["python", "cpp"], help="bp_torch's backend; default: bp_torch's default")
     p.add_argument("--fused", action="store_true",
                    help="train each epoch with one SigmoidMLP.sgd_epoch call (no autograd)")
@@ -39,6 +47,12 @@ def parse_args(argv=None):
             p.error(f"{flag} must be at least 1, got {value}")
     if args.lr <= 0:
         p.error(f"--lr must be positive, got {args.lr}")
+    if not (args.lmbda >= 0 and args.lmbda < float("inf")):
+        p.error(f"--lmbda must be a finite number >= 0, got {args.lmbda}")
+    if not (args.input_scale > 0 and args.input_scale < float("inf")):
+        p.error(f"--input-scale must be a finite number > 0, got {args.input_scale}")
+    if args.init == "normal":
+        args.init = "large"
     if any(n < 1 for n in args.hidden):
         p.error(f"--hidden sizes must be positive, got {args.hidden}")
     if args.ddp and args.fused:

@@ -9,13 +9,15 @@ CHECKPOINT_FORMAT = "bp_torch.train_digits/1"
 
 
 @torch.no_grad()
-def evaluate(net, x, y, chunk=10000):
-    """(quadratic cost averaged over the samples, accuracy, predictions) of the network on ``(x, y)``."""
+def evaluate(net, x, y, chunk=10000, cost_fn=None):
+    """(cost averaged over the samples, accuracy, predictions) of the network on ``(x, y)``; ``cost_fn``: a cost
+    module with ``reduction="sum"`` (default: the quadratic cost)."""
+    cost_fn = cost_fn or bp_torch.QuadraticCost(reduction="sum")
     cost, correct, preds = 0.0, 0, []
     for i in range(0, len(x), chunk):
         a = net(x[i:i + chunk])
         target = torch.nn.functional.one_hot(y[i:i + chunk], a.shape[-1]).to(a.dtype)
-        cost += bp_torch.QuadraticCost(reduction="sum")(a, target).item()
+        cost += cost_fn(a, target).item()
         pred = a.argmax(dim=1)
         correct += (pred == y[i:i + chunk]).sum().item()
         preds.append(pred)
