@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import _checks
+from . import _checks, autograd
 
 
 def _extension_expected() -> bool:
@@ -107,6 +107,13 @@ if _C is not None:
     def _sigmoid_mlp_sgd_epoch_fake(x, y, weights, biases, lr, batch_size, perm):
         _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
         return x.new_empty(((x.shape[0] + batch_size - 1) // batch_size,))     # one cost per mini-batch
+
+    # The backward ops' Autograd kernels are the Python backend's formulas, in torch ops: a backward that must build
+    # a graph (create_graph=True) calls the op through autograd and gets a differentiable gradient, while the C++
+    # autograd Functions call it below autograd for the fused kernel otherwise (csrc/autograd.cpp). Each formula
+    # is then written once in Python (bp_torch.autograd) and once in the kernels.
+    torch.library.impl("bp_torch::sigmoid_linear_backward", "Autograd", autograd.sigmoid_linear_backward)
+    torch.library.impl("bp_torch::quadratic_cost_backward", "Autograd", autograd.quadratic_cost_backward)
 
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
     # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast

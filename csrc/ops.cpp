@@ -2,7 +2,8 @@
 //
 // Each op is a forward/backward pair. The backward ops take an output mask, so gradients that nobody asked for
 // cost nothing. Autograd is attached in csrc/autograd.cpp, the CPU kernels live in csrc/cpu/, and the fake
-// kernels that let torch.compile trace the ops are in bp_torch/_backend.py.
+// kernels that let torch.compile trace the ops, and the backward ops' differentiable Autograd kernels (the Python
+// backend's formulas), are in bp_torch/_ops.py.
 #include <Python.h>
 #include <c10/util/irange.h>
 #include <torch/library.h>
