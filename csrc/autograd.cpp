@@ -254,23 +254,19 @@ variable_list sigmoid_mlp_autograd(const at::Tensor& x, at::TensorList weights, 
 }
 
 // The sgd step is an optimizer's update, not a differentiable function: it runs below autograd, as torch.optim's
-// updates run under no_grad, and its cost never requires grad. It stops above ADInplaceOrView, whose kernel below
+// updates run under no_grad, and its cost never requires grad. It stops at ADInplaceOrView, whose kernel below
 // marks the parameters changed.
-template <typename Op, typename... Args>
-auto below_autograd_only(const Op& op, Args&&... args) {
-  at::AutoDispatchBelowAutograd guard;
-  return op(std::forward<Args>(args)...);
-}
-
 at::Tensor sigmoid_mlp_sgd_step_autograd(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                          at::TensorList biases, double lr) {
-  return below_autograd_only(sigmoid_mlp_sgd_step_op, x, y, weights, biases, lr);
+  at::AutoDispatchBelowAutograd guard;
+  return sigmoid_mlp_sgd_step_op(x, y, weights, biases, lr);
 }
 
 at::Tensor sigmoid_mlp_sgd_epoch_autograd(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                           at::TensorList biases, double lr, int64_t batch_size,
                                           const std::optional<at::Tensor>& perm) {
-  return below_autograd_only(sigmoid_mlp_sgd_epoch_op, x, y, weights, biases, lr, batch_size, perm);
+  at::AutoDispatchBelowAutograd guard;
+  return sigmoid_mlp_sgd_epoch_op(x, y, weights, biases, lr, batch_size, perm);
 }
 
 // The ADInplaceOrView kernels of the ops that change tensors in place (Tensor(a!)[] in their schemas), as torch
