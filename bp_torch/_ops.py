@@ -1,8 +1,11 @@
 """The C++ ops, in one place: loading ``bp_torch._C``, the op handles that :mod:`bp_torch.functional` calls, their
-fake kernels and their autocast declarations (the layout of pytorch/extension-cpp's ``ops.py``).
+fake kernels, the backward ops' differentiable Autograd kernels and their autocast declarations (the layout of
+pytorch/extension-cpp's ``ops.py``).
 
 Loading the library registers ``torch.ops.bp_torch.*``: the schemas and CPU kernels (``csrc/ops.cpp``,
-``csrc/cpu/``) and the autograd nodes (``csrc/autograd.cpp``). Without the extension every handle here is None and
+``csrc/cpu/``) and the C++ ``torch::autograd::Function`` s under the Autograd key (``csrc/autograd.cpp``). Their
+backward runs the fused backward op; with ``create_graph=True`` it runs the op's Autograd kernel registered here,
+which is :mod:`bp_torch.autograd`'s formula. Without the extension every handle here is None and
 :mod:`bp_torch._backend` offers the Python backend only.
 """
 from __future__ import annotations
