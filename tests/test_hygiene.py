@@ -2,6 +2,7 @@
 computed that nobody asked for (checked on the output mask / needs_input_grad the backward receives, not by time).
 """
 import itertools
+import threading
 
 import pytest
 import torch
@@ -223,6 +224,25 @@ def test_create_graph_backward_computes_only_requested_gradients(requires_grad):
                                     create_graph=True)
     assert spy.matmuls == requires_grad[0] + requires_grad[1]
     assert all(g.requires_grad for g in grads)
+
+
+def test_double_backward_runs_in_another_thread(backend):
+    """On the C++ backend a create_graph backward calls the Python formulas from C++ (the backward ops' Autograd
+    kernels), which take the GIL: a thread that is not the main one gets the same exact second derivatives."""
+    x, weight, b = layer_inputs()
+    w2 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    results = {}
+
+    def run():
+        results["gradgradcheck"] = torch.autograd.gradgradcheck(
+            lambda x, w, b, w2: functional.quadratic_cost(functional.sigmoid_mlp(x, [w, w2], [b, None]),
+                                                          torch.zeros(3, 3, dtype=torch.float64)),
+            (x, weight, b, w2))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and results == {"gradgradcheck": True}
 
 
 @pytest.mark.parametrize("requires_grad", [(True, False), (False, True), (True, True)], ids=["a", "y", "a+y"])
