@@ -1,13 +1,13 @@
 // Autograd for bp_torch's ops: one torch::autograd::Function per op, registered under the Autograd dispatch key, as
 // torchvision does in csrc/ops/autograd/. One call of an op is then one dispatch and one autograd node, with no
-// Python per call. The Function gives compiled autograd what it needs to trace the backward, and refuses torch.func
+// Python per call. The Function hands compiled autograd its saved tensors and scalars, and refuses torch.func
 // transforms (bp_torch.functional routes calls made under one to the Python backend).
 //
-// Each backward calls the backward op below autograd: its fused CPU kernel. When the caller asks for a graph of the
-// gradient (create_graph=True, so grad mode is on inside backward), it calls the backward op through autograd
-// instead. Its Autograd kernel is the Python backend's formula (bp_torch/_ops.py registers bp_torch.autograd's
-// backward functions there): torch ops, so double backward is exact on this backend too, and each formula is
-// written once in Python and once in the kernels. Gradients batched by the vmap behind
+// Each backward calls the backward op's fused CPU kernel, below autograd. When the caller asks for a graph of the
+// gradient (create_graph=True, so grad mode is on inside backward), it calls the op's differentiable twin instead,
+// whose kernel is the Python backend's formula (bp_torch/_ops.py implements it with bp_torch.autograd's backward
+// functions): torch ops, so double backward is exact on this backend too, and each formula is written once in
+// Python and once in the kernels. Gradients batched by the vmap behind
 // torch.autograd.grad(is_grads_batched=True) and jacobian(vectorize=True) reach the fused kernel through vmap's
 // fallback, one sample of the batch at a time.
 #include <c10/util/irange.h>
@@ -22,20 +22,11 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Runs an op below autograd. A forward op would otherwise come back to its own Autograd kernel; a backward op called
-// from a backward that builds no graph needs none of autograd's work.
+// Runs an op below autograd, from its own Autograd kernel (or a Function's), which it would otherwise come back to.
 template <typename Op, typename... Args>
 auto below_autograd(const Op& op, Args&&... args) {
   at::AutoDispatchBelowADInplaceOrView guard;
   return op(std::forward<Args>(args)...);
-}
-
-// Runs a backward op: through autograd, to the Python formula, when the backward must build a graph (grad mode is on
-// inside backward for create_graph=True); its fused kernel otherwise.
-template <typename Op, typename... Args>
-auto run_backward(const Op& op, Args&&... args) {
-  if (at::GradMode::is_enabled()) return op(std::forward<Args>(args)...);
-  return below_autograd(op, std::forward<Args>(args)...);
 }
 
 at::Tensor sigmoid_linear_op(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
@@ -54,6 +45,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sigmoid_linear_backward_op(
   return op.call(grad_a, x, weight, a, output_mask);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sigmoid_linear_backward_differentiable_op(
+    const at::Tensor& grad_a, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& a,
+    std::array<bool, 3> output_mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::sigmoid_linear_backward_differentiable", "")
+                       .typed<decltype(sigmoid_linear_backward_cpu)>();
+  return op.call(grad_a, x, weight, a, output_mask);
+}
+
 at::Tensor quadratic_cost_op(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("bp_torch::quadratic_cost", "")
@@ -66,6 +66,15 @@ std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_op(
     std::array<bool, 2> output_mask) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("bp_torch::quadratic_cost_backward", "")
+                       .typed<decltype(quadratic_cost_backward_cpu)>();
+  return op.call(grad_cost, a, y, reduction, output_mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_differentiable_op(
+    const at::Tensor& grad_cost, const at::Tensor& a, const at::Tensor& y, c10::string_view reduction,
+    std::array<bool, 2> output_mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::quadratic_cost_backward_differentiable", "")
                        .typed<decltype(quadratic_cost_backward_cpu)>();
   return op.call(grad_cost, a, y, reduction, output_mask);
 }
@@ -103,8 +112,9 @@ at::Tensor sigmoid_mlp_sgd_epoch_op(const at::Tensor& x, const at::Tensor& y, at
   return op.call(x, y, weights, biases, lr, batch_size, perm);
 }
 
-// The Functions have no forward-mode formula: a dual tensor's tangent would otherwise be dropped silently (a C++
-// Function raises only a RuntimeError, after the forward has run).
+// The Functions have no forward-mode formula. A dual input is refused before the forward runs, with the
+// NotImplementedError that torch raises for its own ops without one (a C++ Function's own refusal is a RuntimeError,
+// raised after the forward).
 void check_no_forward_ad(const char* op, std::initializer_list<at::TensorList> inputs) {
   for (const auto& list : inputs) {
     for (const auto& t : list) {
@@ -112,6 +122,36 @@ void check_no_forward_ad(const char* op, std::initializer_list<at::TensorList> i
                                   ": forward-mode AD (torch.autograd.forward_ad) is not supported");
     }
   }
+}
+
+// Whether a backward op's gradients need a graph: grad mode on (inside a backward: create_graph=True) and an input
+// that requires grad.
+bool builds_graph(std::initializer_list<at::Tensor> inputs) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const auto& t : inputs) {
+    if (t.defined() && t.requires_grad()) return true;
+  }
+  return false;
+}
+
+// The backward ops' Autograd kernels, which the Functions' backwards call too: the differentiable twin (the Python
+// backend's formula in torch ops) when the gradients need a graph, the fused kernel otherwise.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sigmoid_linear_backward_autograd(
+    const at::Tensor& grad_a, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& a,
+    std::array<bool, 3> output_mask) {
+  if (builds_graph({grad_a, x, weight, a})) {
+    return sigmoid_linear_backward_differentiable_op(grad_a, x, weight, a, output_mask);
+  }
+  return below_autograd(sigmoid_linear_backward_op, grad_a, x, weight, a, output_mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_autograd(
+    const at::Tensor& grad_cost, const at::Tensor& a, const at::Tensor& y, c10::string_view reduction,
+    std::array<bool, 2> output_mask) {
+  if (builds_graph({grad_cost, a, y})) {
+    return quadratic_cost_backward_differentiable_op(grad_cost, a, y, reduction, output_mask);
+  }
+  return below_autograd(quadratic_cost_backward_op, grad_cost, a, y, reduction, output_mask);
 }
 
 at::TensorList optional_list(const std::optional<at::Tensor>& t) {
@@ -137,7 +177,7 @@ struct SigmoidLinearFunction : public torch::autograd::Function<SigmoidLinearFun
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                       has_bias && ctx->needs_input_grad(2)};
     auto [grad_x, grad_weight, grad_bias] =
-        run_backward(sigmoid_linear_backward_op, grads[0], saved[0], saved[1], saved[2], mask);
+        sigmoid_linear_backward_autograd(grads[0], saved[0], saved[1], saved[2], mask);
     return {grad_x, grad_weight, grad_bias};
   }
 };
@@ -157,8 +197,8 @@ struct QuadraticCostFunction : public torch::autograd::Function<QuadraticCostFun
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const std::array<bool, 2> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
-    auto [grad_a, grad_y] = run_backward(quadratic_cost_backward_op, grads[0], saved[0], saved[1],
-                                         ctx->saved_data["reduction"].toStringRef(), mask);
+    auto [grad_a, grad_y] = quadratic_cost_backward_autograd(grads[0], saved[0], saved[1],
+                                                             ctx->saved_data["reduction"].toStringRef(), mask);
     return {grad_a, grad_y, at::Tensor()};
   }
 };
@@ -220,7 +260,7 @@ struct SigmoidMLPFunction : public torch::autograd::Function<SigmoidMLPFunction>
       if (grad_a.defined()) {
         const std::array<bool, 3> mask = {l > 0 || ctx->needs_input_grad(0), weight_grad(l), bias_grad(l)};
         auto [back, grad_weight, grad_bias] =
-            run_backward(sigmoid_linear_backward_op, grad_a, a_prev, weights[l], acts[l], mask);
+            sigmoid_linear_backward_autograd(grad_a, a_prev, weights[l], acts[l], mask);
         result[1 + l] = grad_weight;
         result[1 + L + l] = grad_bias;
         grad_a_prev = back;
@@ -296,7 +336,9 @@ at::Tensor sigmoid_mlp_sgd_epoch_inplace(const at::Tensor& x, const at::Tensor& 
 
 TORCH_LIBRARY_IMPL(bp_torch, Autograd, m) {
   m.impl("sigmoid_linear", &sigmoid_linear_autograd);
+  m.impl("sigmoid_linear_backward", &sigmoid_linear_backward_autograd);
   m.impl("quadratic_cost", &quadratic_cost_autograd);
+  m.impl("quadratic_cost_backward", &quadratic_cost_backward_autograd);
   m.impl("sigmoid_mlp", &sigmoid_mlp_autograd);
   m.impl("sigmoid_mlp_sgd_step", &sigmoid_mlp_sgd_step_autograd);
   m.impl("sigmoid_mlp_sgd_epoch", &sigmoid_mlp_sgd_epoch_autograd);
