@@ -1,8 +1,11 @@
 """The C++ ops, in one place: loading ``bp_torch._C``, the op handles that :mod:`bp_torch.functional` calls, their
-fake kernels and their autocast declarations (the layout of pytorch/extension-cpp's ``ops.py``).
+fake kernels, the backward ops' differentiable twins and their autocast declarations (the layout of
+pytorch/extension-cpp's ``ops.py``).
 
 Loading the library registers ``torch.ops.bp_torch.*``: the schemas and CPU kernels (``csrc/ops.cpp``,
-``csrc/cpu/``) and the autograd nodes (``csrc/autograd.cpp``). Without the extension every handle here is None and
+``csrc/cpu/``) and the C++ ``torch::autograd::Function`` s under the Autograd key (``csrc/autograd.cpp``). Their
+backward runs the fused backward op; with ``create_graph=True`` it runs the op's differentiable twin implemented
+here, which is :mod:`bp_torch.autograd`'s formula. Without the extension every handle here is None and
 :mod:`bp_torch._backend` offers the Python backend only.
 """
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import _checks
+from . import _checks, autograd
 
 
 def _extension_expected() -> bool:
@@ -107,6 +110,21 @@ if _C is not None:
     def _sigmoid_mlp_sgd_epoch_fake(x, y, weights, biases, lr, batch_size, perm):
         _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
         return x.new_empty(((x.shape[0] + batch_size - 1) // batch_size,))     # one cost per mini-batch
+
+    # The differentiable twins of the backward ops are the Python backend's formulas, in torch ops that autograd
+    # records (CompositeImplicitAutograd): a backward whose gradients need a graph (create_graph=True) takes them
+    # instead of the fused kernels (csrc/autograd.cpp). Each formula is then written once in Python
+    # (bp_torch.autograd) and once in the kernels. They check their inputs as the kernels do, with the same words.
+
+    @torch.library.impl("bp_torch::sigmoid_linear_backward_differentiable", "CompositeImplicitAutograd")
+    def _sigmoid_linear_backward_differentiable(grad_a, x, weight, a, output_mask):
+        _checks.sigmoid_linear_backward(grad_a, x, weight, a)
+        return autograd.sigmoid_linear_backward(grad_a, x, weight, a, output_mask)
+
+    @torch.library.impl("bp_torch::quadratic_cost_backward_differentiable", "CompositeImplicitAutograd")
+    def _quadratic_cost_backward_differentiable(grad_cost, a, y, reduction, output_mask):
+        _checks.quadratic_cost_backward(grad_cost, a, y, reduction)
+        return autograd.quadratic_cost_backward(grad_cost, a, y, reduction, output_mask)
 
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
     # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast

@@ -2,10 +2,10 @@
 // the CPU kernels that csrc/ops.cpp registers with the dispatcher.
 #pragma once
 
-#include <ATen/EmptyTensor.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/DimVector.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/accumulate.h>
 #include <c10/util/string_view.h>
 
@@ -39,10 +39,9 @@ inline at::DimVector with_last_dim(const at::Tensor& x, int64_t features) {
   return shape;
 }
 
-// A new tensor from the CPU allocator, for the CPU kernels' outputs: at::empty would go through the dispatcher
-// first, which at mini-batch sizes costs a sizeable part of a kernel.
+// A new CPU tensor of like's dtype, for the CPU kernels' outputs.
 inline at::Tensor empty_cpu(at::IntArrayRef shape, const at::Tensor& like) {
-  return at::detail::empty_cpu(shape, like.scalar_type());
+  return at::empty(shape, at::TensorOptions(like.scalar_type()));
 }
 
 // The kernel copy this process runs (csrc/cpu/sigmoid_mlp.cpp): "DEFAULT", "AVX2" or "AVX512".

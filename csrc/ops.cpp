@@ -2,7 +2,8 @@
 //
 // Each op is a forward/backward pair. The backward ops take an output mask, so gradients that nobody asked for
 // cost nothing. Autograd is attached in csrc/autograd.cpp, the CPU kernels live in csrc/cpu/, and the fake
-// kernels that let torch.compile trace the ops are in bp_torch/_backend.py.
+// kernels that let torch.compile trace the ops, and the backward ops' differentiable Autograd kernels (the Python
+// backend's formulas), are in bp_torch/_ops.py.
 #include <Python.h>
 #include <c10/util/irange.h>
 #include <torch/library.h>
@@ -200,11 +201,18 @@ TORCH_LIBRARY(bp_torch, m) {
   // Returns (dC/dx, dC/dW, dC/db) from dC/da and the saved x, W, a; an entry whose output_mask is false is None.
   m.def("sigmoid_linear_backward(Tensor grad_a, Tensor x, Tensor weight, Tensor a, bool[3] output_mask) "
         "-> (Tensor, Tensor, Tensor)");
+  // The same, in torch ops that autograd records: the Python backend's formula, implemented from Python
+  // (bp_torch/_ops.py). sigmoid_linear_backward takes it when its gradients need a graph (create_graph=True).
+  m.def("sigmoid_linear_backward_differentiable(Tensor grad_a, Tensor x, Tensor weight, Tensor a, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // C = 1/2 sum_j (y_j - a_j)^2 per sample, reduced by 'none' | 'mean' | 'sum'.
   m.def("quadratic_cost(Tensor a, Tensor y, str reduction) -> Tensor");
   // Returns (dC/da, dC/dy); an entry whose output_mask is false is None.
   m.def("quadratic_cost_backward(Tensor grad_cost, Tensor a, Tensor y, str reduction, bool[2] output_mask) "
         "-> (Tensor, Tensor)");
+  // The same in torch ops, as sigmoid_linear_backward_differentiable.
+  m.def("quadratic_cost_backward_differentiable(Tensor grad_cost, Tensor a, Tensor y, str reduction, "
+        "bool[2] output_mask) -> (Tensor, Tensor)");
   // A whole network, a^l = sigmoid(a^(l-1) W_l^T + b_l): returns every activation [a^1, ..., a^L] (back-propagation
   // needs them all). biases: empty for a network without biases, else one per layer.
   m.def("sigmoid_mlp(Tensor x, Tensor[] weights, Tensor[] biases) -> Tensor[]");

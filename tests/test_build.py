@@ -135,3 +135,18 @@ def test_a_missing_extension_warns_once_unless_none_was_wanted(tmp_path, built_w
         assert "BP_TORCH_NO_EXT=1" in ours[0]                        # and the way to a pure-Python install
     else:
         assert ours == [], lines
+
+
+# Headers and names that change between torch releases without notice: autograd's node internals, dynamo's and
+# functorch's, ATen's detail namespace, and the autograd impl functions. The extension uses torch's public C++ API
+# only (torch::autograd::Function, the dispatcher, ATen's ops), so it builds against the next torch unchanged.
+INTERNAL_API = ["torch/csrc/autograd/functions/", "torch/csrc/dynamo/", "functorch", "at::detail::",
+                "torch::autograd::impl::", "impl::bump_version", "SavedVariable", "collect_next_edges"]
+
+
+def test_the_extension_uses_only_torchs_public_cpp_api():
+    sources = sorted(p for p in (ROOT / "csrc").rglob("*") if p.suffix in (".cpp", ".h", ".cu", ".cuh"))
+    assert sources
+    found = [f"{p.relative_to(ROOT)}:{n}: {name}" for p in sources
+             for n, line in enumerate(p.read_text().splitlines(), 1) for name in INTERNAL_API if name in line]
+    assert found == []

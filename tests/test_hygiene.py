@@ -2,6 +2,7 @@
 computed that nobody asked for (checked on the output mask / needs_input_grad the backward receives, not by time).
 """
 import itertools
+import threading
 
 import pytest
 import torch
@@ -225,6 +226,25 @@ def test_create_graph_backward_computes_only_requested_gradients(requires_grad):
     assert all(g.requires_grad for g in grads)
 
 
+def test_double_backward_runs_in_another_thread(backend):
+    """On the C++ backend a create_graph backward calls the Python formulas from C++ (the backward ops' Autograd
+    kernels), which take the GIL: a thread that is not the main one gets the same exact second derivatives."""
+    x, weight, b = layer_inputs()
+    w2 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    results = {}
+
+    def run():
+        results["gradgradcheck"] = torch.autograd.gradgradcheck(
+            lambda x, w, b, w2: functional.quadratic_cost(functional.sigmoid_mlp(x, [w, w2], [b, None]),
+                                                          torch.zeros(3, 3, dtype=torch.float64)),
+            (x, weight, b, w2))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and results == {"gradgradcheck": True}
+
+
 @pytest.mark.parametrize("requires_grad", [(True, False), (False, True), (True, True)], ids=["a", "y", "a+y"])
 def test_quadratic_cost_backward_computes_only_requested_gradients(backend, python_spy, requires_grad):
     a = torch.rand(3, 4, dtype=torch.float64, requires_grad=requires_grad[0])
@@ -248,3 +268,28 @@ def test_cpp_backward_ops_return_none_where_the_mask_is_false(backend):
         result = torch.ops.bp_torch.quadratic_cost_backward(torch.tensor(1.0, dtype=a.dtype), a, a, "mean",
                                                             list(mask))
         assert [g is not None for g in result] == list(mask)
+
+
+@pytest.mark.backends("cpp")
+def test_cpp_backward_ops_are_differentiable_where_their_inputs_require_grad(backend):
+    """A backward op called on tensors that require grad, with grad mode on, computes in torch ops that autograd
+    records (its differentiable twin, the Python backend's formula): its gradients have a graph, and their own
+    gradients are torch autograd's second derivatives of the layer and the cost."""
+    x, weight, b = layer_inputs()
+    y = torch.rand(3, 2, dtype=torch.float64)
+    a = torch.sigmoid(x @ weight.T + b)
+    grad_a = torch.rand_like(a)
+    got = torch.ops.bp_torch.sigmoid_linear_backward(grad_a, x, weight, a, [True, True, False])
+    want = torch.autograd.grad(a, [x, weight], grad_a, create_graph=True)
+    assert all(g.requires_grad for g in got[:2]) and got[2] is None
+    torch.testing.assert_close(list(got[:2]), list(want))
+    second = [torch.autograd.grad(g.sum(), [x, weight, b], retain_graph=True) for g in (*got[:2], *want)]
+    for g, w in zip(second[:2], second[2:]):
+        torch.testing.assert_close(g, w)
+    grad_cost, grad_y = torch.ops.bp_torch.quadratic_cost_backward(torch.tensor(2.0, dtype=a.dtype), a, y, "sum",
+                                                                   [True, False])
+    want_cost = torch.autograd.grad(2.0 * 0.5 * (y - a).square().sum(), a, create_graph=True)[0]
+    assert grad_cost.requires_grad and grad_y is None
+    torch.testing.assert_close(grad_cost, want_cost)
+    torch.testing.assert_close(torch.autograd.grad(grad_cost.sum(), weight, retain_graph=True)[0],
+                               torch.autograd.grad(want_cost.sum(), weight)[0])

@@ -8,7 +8,6 @@
 #include <ATen/ops/arange.h>
 #include <c10/util/SmallVector.h>
 #include <c10/util/irange.h>
-#include <torch/csrc/autograd/variable.h>
 
 #include <algorithm>
 #include <array>
@@ -211,12 +210,6 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
 
 namespace {
 
-// Marks the parameters changed in place: a graph that saved one must now refuse to back-propagate through it.
-void bump_versions(at::TensorList weights, at::TensorList biases) {
-  for (const auto& t : weights) torch::autograd::impl::bump_version(t);
-  for (const auto& t : biases) torch::autograd::impl::bump_version(t);
-}
-
 // Runs update(net) on the parameters in place. Parameters are normally contiguous already (contiguous() is then the
 // tensor itself, no copy); a strided one is updated in a contiguous copy, written back. Only for parameters that
 // share no memory (see shares_memory): otherwise a copy written back would undo another use's update.
@@ -304,9 +297,7 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
                                     at::TensorList biases, double lr) {
   check_sigmoid_mlp_sgd_step("sgd_step", x, y, weights, biases);
   if (shares_memory(x, y, weights, biases)) {
-    auto cost = sgd_step_unfused(x, y, weights, biases, lr);
-    bump_versions(weights, biases);
-    return cost;
+    return sgd_step_unfused(x, y, weights, biases, lr);
   }
   const auto x_c = x.contiguous();
   const auto y_c = y.contiguous();
@@ -317,7 +308,6 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
     const double cost = run_sgd_step<T>(net, x_c.data_ptr<T>(), y_c.data_ptr<T>(), static_cast<T>(lr));
     *result.data_ptr<T>() = static_cast<T>(cost);
   });
-  bump_versions(weights, biases);
   return result;
 }
 
@@ -331,9 +321,7 @@ at::Tensor sigmoid_mlp_sgd_epoch_cpu(const at::Tensor& x, const at::Tensor& y, a
   at::Tensor costs = empty_cpu({n == 0 ? 0 : (n - 1) / batch_size + 1}, x);   // ceil(n / batch), for any batch
   if (n == 0) return costs;                  // no step, no parameter changed
   if (shares_memory(x, y, weights, biases)) {
-    sgd_epoch_unfused(x, y, weights, biases, lr, batch_size, order, costs);
-    bump_versions(weights, biases);
-    return costs;
+    return sgd_epoch_unfused(x, y, weights, biases, lr, batch_size, order, costs);
   }
   // Rows are read where they lie, by index: only a tensor whose rows are themselves strided is copied.
   const auto x_c = x.stride(1) == 1 ? x : x.contiguous();
@@ -344,7 +332,6 @@ at::Tensor sigmoid_mlp_sgd_epoch_cpu(const at::Tensor& x, const at::Tensor& y, a
                      shuffled ? order.data_ptr<int64_t>() : nullptr, n, batch_size, static_cast<T>(lr),
                      costs.data_ptr<T>());
   });
-  bump_versions(weights, biases);
   return costs;
 }
 
