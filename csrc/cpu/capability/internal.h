@@ -74,7 +74,11 @@ struct Blocks {
 // Below this many multiply-adds (I * J * K) a product runs in the loops, above it in BLAS: below it BLAS's fixed
 // cost per call dominates, above it BLAS's cache blocking wins. With torch's 2 threads BLAS gains its second core
 // on large products and loses more to waking it on small ones, so the crossover stays between 1M and 4M MACs.
-constexpr int64_t kSmallGemmMaxMacs = int64_t{1} << 20;
+// The baseline copy's loops have 128-bit vectors and no fused multiply-add, while BLAS (MKL through ATen) picks the
+// CPU's own instructions at run time whichever copy calls it: that copy hands BLAS every product large enough to
+// be split over threads (kThreadedMinMacs below), so Nielsen's [784, 30, 10] at mini-batch 10 stays in its loops
+// and [784, 100, 10] does not. Its loop products then all run on one thread, as the epoch's partner needs.
+constexpr int64_t kSmallGemmMaxMacs = kVectorBytes > 16 ? int64_t{1} << 20 : (int64_t{1} << 19) - 1;
 
 BP_TORCH_INLINE bool use_small(int64_t I, int64_t J, int64_t K) { return I * J * K <= kSmallGemmMaxMacs; }
 
