@@ -41,7 +41,7 @@ def main(rounds):
     # The module links the real sources: the loops and the layer products, and the BLAS side they call.
     sources = [os.path.join(HERE, "crossover.cpp")] + [
         os.path.join(HERE, "..", "csrc", "cpu", name)
-        for name in ("capability/microkernels.cpp", "capability/passes.cpp", "blas.cpp", "partner.cpp")]
+        for name in ("capability/passes.cpp", "blas.cpp", "partner.cpp")]
     ext = cpp_extension.load("bp_torch_crossover", sources, extra_cflags=flags,
                              extra_ldflags=["-fopenmp"], verbose=False)
     print(f"{torch.get_num_threads()} threads, float32, loops built with {' '.join(flags)} "

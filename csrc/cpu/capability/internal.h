@@ -5,7 +5,8 @@
 // could be merged by the linker with its baseline copy (kernels.h).
 //
 // The files, each readable on its own:
-//   microkernels.cpp  the register-blocked loops of the small products, on vectors of the copy's width;
+//   microkernels.h    the register-blocked loops of the small products, on vectors of the copy's width
+//                     (included by passes.cpp);
 //   passes.cpp        a network's passes: forward, back-propagation and the update, each product routed to the
 //                     loops, to BLAS (csrc/cpu/blas.cpp) or split over threads; the forward/backward/sgd_step
 //                     entry points;
@@ -55,7 +56,7 @@ constexpr int kVectorBytes = 16;
 template <typename T>
 constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
 
-// The register blocks of the loops (microkernels.cpp). dot_block: 4 x 3 accumulators fill AVX2's 16 registers with
+// The register blocks of the loops (microkernels.h). dot_block: 4 x 3 accumulators fill AVX2's 16 registers with
 // the 3 loaded rows of B and 1 of A; AVX-512 has 32 registers. axpy_block: kAxpyRows rows of C by kAxpyVectors
 // vectors. With AVX-512 both blocks are 5 rows of W deep, so the split of Nielsen's 30 hidden neurons with an
 // epoch's partner thread (25 / 5, see Partner) falls on whole blocks of both products. The threads that split a
@@ -151,21 +152,6 @@ class RowPrefetch {
   const int64_t* order_;
   int64_t first_, lines_per_row_, lines_, next_ = 0;
 };
-
-// ---------------------------------------------------------------------------------------------------------------
-// The loops (microkernels.cpp), on raw row-major matrices; instantiated for float and double.
-
-// C (I x J) = A (I x K) B^T, B stored (J x K); calls (*prefetch)(done, total) after each block when given.
-template <typename T>
-void small_mm_nt(int64_t I, int64_t J, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
-                 int64_t ldc, RowPrefetch<T>* prefetch);
-
-// C (I x K) = [C +] alpha A B [* sigma'], A(i, j) = A[i * a_rs + j * a_cs] (I x J), B (J x K) row-major. A's two
-// strides let the same loop read Delta (rows, for Delta W) or Delta^T (columns, for Delta^T A). With `sp` (the
-// activations of C's layer, laid out like C), the result is multiplied by sigma'(z) = a (1 - a) (1.2, 2.2).
-template <typename T>
-void small_mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
-                   int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The passes (passes.cpp); instantiated for float and double.

@@ -1,6 +1,6 @@
 // The interface between the SigmoidMLP kernels, compiled once per CPU capability, and the rest of the extension.
 //
-// The files of csrc/cpu/capability/ (the capability set: microkernels.cpp, passes.cpp, epoch.cpp; internal.h is
+// The files of csrc/cpu/capability/ (the capability set: passes.cpp with microkernels.h, epoch.cpp; internal.h is
 // what they share) are compiled three times on x86-64 (setup.py): for baseline x86-64, for AVX2 + FMA and for
 // AVX-512, each copy in its own namespace (bp_torch::cpu_DEFAULT, cpu_AVX2, cpu_AVX512, from the CPU_CAPABILITY
 // macro, as ATen names its own kernel copies). csrc/cpu/sigmoid_mlp.cpp, compiled for baseline x86-64 like all the

@@ -2,7 +2,7 @@
 // layer, and one whole step of Nielsen's update_mini_batch (the update fused into the back-propagation), with the
 // entry points forward, backward and sgd_step of this kernel copy (kernels.h).
 //
-// Each product runs in the loops (microkernels.cpp) below kSmallGemmMaxMacs multiply-adds, or in BLAS through ATen
+// Each product runs in the loops (microkernels.h) below kSmallGemmMaxMacs multiply-adds, or in BLAS through ATen
 // (csrc/cpu/blas.cpp) above it; a loop product large enough is split over torch's threads, or shared with an
 // epoch's partner (csrc/cpu/partner.h). A step allocates one work buffer for its activations and deltas.
 #include <ATen/Parallel.h>
@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "internal.h"
+#include "microkernels.h"
 
 namespace bp_torch {
 namespace BP_TORCH_CPU_NAMESPACE {
@@ -27,7 +28,7 @@ namespace {
 template <typename F>
 BP_TORCH_INLINE void split_over_threads(int64_t macs, int64_t size, int64_t align, const F& fn) {
   if (macs < kThreadedMinMacs || at::in_parallel_region()) return fn(0, size);
-  // At least kThreadedMinMacs / 2 per thread, the share that was worth a thread: a many-core machine does not wake
+  // At least kThreadedMinMacs / 2 per thread, the share worth a thread: a many-core machine does not wake
   // all its cores for a small product.
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), macs / (kThreadedMinMacs / 2));
   if (threads < 2) return fn(0, size);

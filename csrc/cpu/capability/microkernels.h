@@ -1,21 +1,26 @@
-// The loops of the small products (internal.h: small_mm_nt, small_mm_axpy), register-blocked on vectors of this
-// copy's width.
+// The loops of the small products, small_mm_nt and small_mm_axpy, register-blocked on vectors of this copy's width.
 //
 // Why not just call at::mm: for Nielsen's [784, 30, 10] at mini-batch 10 the arithmetic of a whole training step is
 // about a microsecond of FMAs per layer, while every ATen call costs about a microsecond of dispatch and allocation
 // on its own. So small products run here (no allocation, no thread pool, no dispatcher), and large ones in BLAS
 // (passes.cpp routes them).
 //
+// A header, included by passes.cpp alone: the loops are inlined into each product's call, where the compiler sees
+// the strides the product passes (for Z = A W^T both operands' row strides are the layer's input width), which an
+// out-of-line copy does not.
+//
 // The loops are written once, on GCC vector types of a template width N; this file is compiled once per CPU
-// capability (setup.py), and N is the copy's width, kLanes. The loops sum in a fixed order that depends only on the
+// capability (passes.cpp, compiled once per capability by setup.py), and N is the copy's width, kLanes. The loops sum in a fixed order that depends only on the
 // shapes and on N, so that an entry comes out the same whichever thread computes it.
+#pragma once
+
 #include <cstring>
 
 #include "internal.h"
 
 namespace bp_torch {
 namespace BP_TORCH_CPU_NAMESPACE {
-namespace {
+namespace loops {
 
 // T is float or double; N lanes per vector (4/2 baseline, 8/4 for AVX2, 16/8 for AVX-512).
 template <typename T, int N>
@@ -175,28 +180,23 @@ BP_TORCH_INLINE void mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* 
   }
 }
 
-}  // namespace
+}  // namespace loops
 
+// C (I x J) = A (I x K) B^T, B stored (J x K); calls (*prefetch)(done, total) after each block when given.
 template <typename T>
-void small_mm_nt(int64_t I, int64_t J, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
-                 int64_t ldc, RowPrefetch<T>* prefetch) {
-  mm_nt<T, kLanes<T>>(I, J, K, A, lda, B, ldb, C, ldc, prefetch);
+BP_TORCH_INLINE void small_mm_nt(int64_t I, int64_t J, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                                 T* C, int64_t ldc, RowPrefetch<T>* prefetch) {
+  loops::mm_nt<T, kLanes<T>>(I, J, K, A, lda, B, ldb, C, ldc, prefetch);
 }
 
+// C (I x K) = [C +] alpha A B [* sigma'], A(i, j) = A[i * a_rs + j * a_cs] (I x J), B (J x K) row-major. A's two
+// strides let the same loop read Delta (rows, for Delta W) or Delta^T (columns, for Delta^T A). With `sp` (the
+// activations of C's layer, laid out like C), the result is multiplied by sigma'(z) = a (1 - a) (1.2, 2.2).
 template <typename T>
-void small_mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
-                   int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
-  mm_axpy<T, kLanes<T>>(I, J, K, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
+BP_TORCH_INLINE void small_mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs,
+                                   const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
+  loops::mm_axpy<T, kLanes<T>>(I, J, K, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
 }
-
-#define BP_TORCH_INSTANTIATE_LOOPS(T)                                                                           \
-  template void small_mm_nt<T>(int64_t, int64_t, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t,     \
-                               RowPrefetch<T>*);                                                                \
-  template void small_mm_axpy<T>(int64_t, int64_t, int64_t, T, const T*, int64_t, int64_t, const T*, int64_t,    \
-                                 bool, T*, int64_t, const T*);
-BP_TORCH_INSTANTIATE_LOOPS(float)
-BP_TORCH_INSTANTIATE_LOOPS(double)
-#undef BP_TORCH_INSTANTIATE_LOOPS
 
 }  // namespace BP_TORCH_CPU_NAMESPACE
 }  // namespace bp_torch
