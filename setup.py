@@ -24,11 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from setuptools import setup
 from setuptools.errors import CompileError
 
-KERNELS = "csrc/cpu/capability/sigmoid_mlp_kernels.cpp"
+# The capability set: the files compiled once per CPU capability (csrc/cpu/capability/internal.h says why they keep to
+# their copy's namespace).
+KERNELS = sorted(glob.glob("csrc/cpu/capability/*.cpp"))
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
-# The copies of KERNELS beyond the baseline one, with the flags of ATen's own kernel copies of the same name
-# (CPU_CAPABILITY names the copy's namespace, in ours as in at::vec).
+# The copies of the capability set beyond the baseline one, with the flags of ATen's own kernel copies of the same
+# name (CPU_CAPABILITY names the copy's namespace, in ours as in at::vec).
 CAPABILITIES = {
     "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2"],
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX512"],
@@ -47,7 +49,7 @@ def base_flags():
 
 
 def capability_flags(name):
-    """The extra flags of KERNELS's copy for capability `name` (after base_flags)."""
+    """The extra flags of the capability set's copy for capability `name` (after base_flags)."""
     return ["-UCPU_CAPABILITY", f"-DCPU_CAPABILITY={name}"] + CAPABILITIES[name]
 
 
@@ -87,9 +89,10 @@ def extension_build():
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     class CapabilityBuildExtension(BuildExtension):
-        """Compiles KERNELS once more per capability (each copy in its own folder of build_temp, with its flags),
-        at the same time as the other sources, and links all the objects into one library. The compilers' output
-        is passed on; a failed compile fails the build, naming the compiler's first error."""
+        """Compiles the capability set (KERNELS) once more per capability (each copy in its own folder of
+        build_temp, with its flags), at the same time as the other sources, and links all the objects into one
+        library. The compilers' output is passed on; a failed compile fails the build, naming the compiler's first
+        error."""
 
         def build_extension(self, ext):
             compile_sources = self.compiler.compile
@@ -101,7 +104,7 @@ def extension_build():
                         postargs = {**extra_postargs, "cxx": extra_postargs["cxx"] + capability_flags(name)}
                     else:
                         postargs = list(extra_postargs or []) + capability_flags(name)
-                    jobs.append(([KERNELS], os.path.join(output_dir, name.lower()), postargs))
+                    jobs.append((list(KERNELS), os.path.join(output_dir, name.lower()), postargs))
                 with tempfile.TemporaryFile() as log:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -139,7 +142,7 @@ def extension_build():
 
     ext = CppExtension(
         "bp_torch._C",
-        sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp")) + [KERNELS],
+        sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp")) + KERNELS,
         extra_compile_args={"cxx": base_flags() + extra_flags()},
         extra_link_args=["-fopenmp"] + extra_flags(),
         depends=sorted(glob.glob("csrc/**/*.h", recursive=True)),

@@ -1,21 +1,19 @@
-// The loops-vs-BLAS crossover of csrc/cpu/sigmoid_mlp.cpp, measured (benchmarks/bench_mlp.py --crossover).
-// Compiles the kernel file itself into this module, for the capability torch picks here (crossover.py passes
-// setup.py's flags for it), so both paths of each product can be called directly.
+// The loops-vs-BLAS crossover of the kernels' products (csrc/cpu/capability/passes.cpp), measured
+// (benchmarks/bench_mlp.py --crossover). crossover.py links the kernel sources into this module, compiled for the
+// capability torch picks here with setup.py's flags for it, so both paths of each product can be called directly.
 #include <torch/extension.h>
 
-#include "../csrc/cpu/capability/sigmoid_mlp_kernels.cpp"
-#include "../csrc/cpu/blas.cpp"
+#include "../csrc/cpu/capability/internal.h"
 
 namespace bp_torch {
-using namespace BP_TORCH_CAT(cpu_, CPU_CAPABILITY);
+using namespace BP_TORCH_CPU_NAMESPACE;
 
 namespace {
 void small_loops(int kind, int64_t n, int64_t in, int64_t out, float* a, float* w, float* d, float* z) {
-  constexpr int N = kLanes<float>;
   switch (kind) {
-    case 0: return small_z<float, N>(n, in, out, a, w, z, nullptr, nullptr);
-    case 1: return small_grad_w<float, N>(n, in, out, -0.01f, d, a, true, w, nullptr);
-    default: return small_back<float, N>(n, in, out, d, w, a, z, nullptr);
+    case 0: return small_z<float>(n, in, out, a, w, z, nullptr, nullptr);
+    case 1: return small_grad_w<float>(n, in, out, -0.01f, d, a, true, w, nullptr);
+    default: return small_back<float>(n, in, out, d, w, a, z, nullptr);
   }
 }
 }  // namespace

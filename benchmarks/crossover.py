@@ -1,5 +1,5 @@
-"""Loops vs BLAS for each of the three products of a layer (csrc/cpu/capability/sigmoid_mlp_kernels.cpp), float32, on
-the shapes around the crossover: prints, per shape, the time of each path and which wins. Run via bench_mlp.py
+"""Loops vs BLAS for each of the three products of a layer (csrc/cpu/capability/passes.cpp), float32, on the shapes
+around the crossover: prints, per shape, the time of each path and which wins. Run via bench_mlp.py
 --crossover."""
 import ast
 import os
@@ -38,7 +38,11 @@ def setup_flags(capability=None):
 
 def main(rounds):
     flags = setup_flags()
-    ext = cpp_extension.load("bp_torch_crossover", [os.path.join(HERE, "crossover.cpp")], extra_cflags=flags,
+    # The module links the real sources: the loops and the layer products, and the BLAS side they call.
+    sources = [os.path.join(HERE, "crossover.cpp")] + [
+        os.path.join(HERE, "..", "csrc", "cpu", name)
+        for name in ("capability/passes.cpp", "blas.cpp", "partner.cpp")]
+    ext = cpp_extension.load("bp_torch_crossover", sources, extra_cflags=flags,
                              extra_ldflags=["-fopenmp"], verbose=False)
     print(f"{torch.get_num_threads()} threads, float32, loops built with {' '.join(flags)} "
           "vs at::cpu::mm_out/addmm_out (MKL)")

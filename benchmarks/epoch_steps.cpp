@@ -1,5 +1,5 @@
-// The epoch kernel alone, timed in C++: sgd_epoch_impl of csrc/cpu/capability/sigmoid_mlp_kernels.cpp (this file
-// includes it, compiled as the extension compiles the copy torch picks here, or ATEN_CPU_CAPABILITY's) on
+// The epoch kernel alone, timed in C++: the sgd_epoch entry point of the kernel copy torch picks here (or
+// ATEN_CPU_CAPABILITY's), linked from the real sources as the extension compiles them (scripts/kernel_binary.sh), on
 // Nielsen's [784, 30, 10] at mini-batch 10, float32, with torch's two threads (the partner thread, from 1,024
 // mini-batches on) and with one (no partner), interleaved round by round; medians of the per-step times.
 //
@@ -8,8 +8,7 @@
 // No Python, no op dispatch and no input checks: what is left is the epoch itself, so partner changes can be
 // compared with less noise than benchmarks/bench_epoch.py sees. Data: uniform pixels, one-hot targets, lr 0 (the
 // arithmetic does not depend on the values; lr 0 keeps the weights, so every round does the same work).
-#include "../csrc/cpu/capability/sigmoid_mlp_kernels.cpp"
-#include "../csrc/cpu/blas.cpp"
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +16,10 @@
 #include <random>
 #include <vector>
 
+#include "../csrc/cpu/capability/kernels.h"
+
+#define BP_TORCH_CAT_(a, b) a##b
+#define BP_TORCH_CAT(a, b) BP_TORCH_CAT_(a, b)
 #define BP_TORCH_STR_(x) #x
 #define BP_TORCH_STR(x) BP_TORCH_STR_(x)
 
@@ -49,7 +52,7 @@ int main() {
     for (int64_t i = 0; i < n; ++i) perm[i] = i;
     std::shuffle(perm.begin(), perm.begin() + n, gen);
     const auto start = std::chrono::steady_clock::now();
-    sgd_epoch_impl<float, kLanes<float>>(net, x.data(), in, y.data(), out, perm.data(), n, batch, 0.f, costs.data());
+    sgd_epoch(net, x.data(), in, y.data(), out, perm.data(), n, batch, 0.f, costs.data());
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / (n / batch) * 1e6;
   };
   const auto median = [](std::vector<double> v) {

@@ -241,7 +241,7 @@ def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[
     its update, as a 1-D tensor. On the C++
     backend the whole epoch is one op (``bp_torch::sigmoid_mlp_sgd_epoch``), which reads each mini-batch's rows by
     index: the data set is not copied. With at least two torch threads (``torch.get_num_threads()``), an epoch of
-    1,024 mini-batches or more is partnered by the second thread, which gathers the next mini-batches and takes a
+    1,024 mini-batches or more is partnered by a second thread, which gathers the next mini-batches and takes a
     share of each large product; the result is the same, bit for bit.
 
     Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``,

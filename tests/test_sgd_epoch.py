@@ -249,9 +249,10 @@ def test_opcheck(case):
     assert set(results.values()) == {"SUCCESS"}
 
 
-# Long epochs on the C++ backend get a partner thread where torch has two (csrc/cpu/sigmoid_mlp.cpp, Partner and
-# BatchRing): from 1,024 mini-batches on, it gathers the next mini-batches and takes a sixth of each product of
-# 32k multiply-adds or more. The results must not depend on it: same kernels, same blocks, same rows.
+# Long epochs on the C++ backend get a partner thread where torch has two (csrc/cpu/partner.h, Partner;
+# csrc/cpu/capability/epoch.cpp, BatchRing): from 1,024 mini-batches on, it gathers the next mini-batches and takes
+# a sixth of each product of 32k multiply-adds or more. The results must not depend on it: same kernels, same
+# blocks, same rows.
 PARTNER_MIN_BATCHES = 1024
 PARTNERED = {
     # Nielsen's network: its hidden layer's 30 neurons split 25 / 5 (blocks of 5 rows with AVX-512, 27 / 3 with

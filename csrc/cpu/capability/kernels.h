@@ -1,9 +1,10 @@
 // The interface between the SigmoidMLP kernels, compiled once per CPU capability, and the rest of the extension.
 //
-// csrc/cpu/capability/sigmoid_mlp_kernels.cpp is compiled three times on x86-64 (setup.py): for baseline x86-64,
-// for AVX2 + FMA and for AVX-512, each copy in its own namespace (bp_torch::cpu_DEFAULT, cpu_AVX2, cpu_AVX512, from
-// the CPU_CAPABILITY macro, as ATen names its own kernel copies). csrc/cpu/sigmoid_mlp.cpp, compiled for baseline
-// x86-64 like all the code that runs at import, picks one copy at run time (kernels_for below).
+// The files of csrc/cpu/capability/ (the capability set: passes.cpp with microkernels.h, epoch.cpp; internal.h is
+// what they share) are compiled three times on x86-64 (setup.py): for baseline x86-64, for AVX2 + FMA and for
+// AVX-512, each copy in its own namespace (bp_torch::cpu_DEFAULT, cpu_AVX2, cpu_AVX512, from the CPU_CAPABILITY
+// macro, as ATen names its own kernel copies). csrc/cpu/sigmoid_mlp.cpp, compiled for baseline x86-64 like all the
+// code that runs at import, picks one copy at run time (kernel_capability below).
 //
 // Only plain data crosses this interface (raw pointers and integers, no tensors, no containers): a header's inline
 // function instantiated in a vector copy may be merged by the linker with the baseline copy of the same function,
@@ -18,8 +19,8 @@ namespace bp_torch {
 
 // Elements below which an elementwise pass stays on one thread: Nielsen-sized layers (hundreds of elements) never
 // wake the thread pool, while layers whose products run multi-threaded in BLAS spread their sigmoids and sigma'
-// over the threads too. Measured with benchmarks/bench_layers.py at (64, 256, 256), 16k elements: 0.94 of
-// nn.Linear + nn.Sigmoid with a grain of 32768 (one thread), 0.88 with 8192 (two threads).
+// over the threads too: a middle-sized layer such as (64, 256, 256), 16k elements, gains from its second thread
+// (BENCHMARKS.md, "The kernels' thresholds").
 constexpr int64_t kParallelGrain = 8192;
 
 // A network as raw pointers, with n samples (rows). sizes[0 .. L]; weights[l] is (sizes[l+1] x sizes[l]) row-major;
@@ -44,7 +45,8 @@ enum class Capability { Default, Avx2, Avx512 };
 Capability kernel_capability();
 const char* capability_name(Capability capability);
 
-// The large products, in BLAS through ATen (csrc/cpu/blas.cpp, baseline): called by every copy.
+// The large products, in BLAS through ATen (csrc/cpu/blas.cpp, baseline): called by every copy. BLAS picks its own
+// instructions at run time from the CPU present, whichever copy calls it.
 // Z (n x out) = A (n x in) W^T.
 template <typename T>
 void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z);
