@@ -70,6 +70,12 @@ def sigmoid_linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) ->
 
     Shapes: ``input: (*, in_features)``, ``weight: (out_features, in_features)``, ``bias: (out_features,)`` or
     ``None``; returns ``(*, out_features)``. float32 or float64.
+
+    Examples::
+
+        >>> weight = torch.zeros(3, 2)                   # z = 0 W + b = b
+        >>> bp_torch.functional.sigmoid_linear(torch.ones(1, 2), weight, torch.tensor([0.0, 2.0, -2.0]))
+        tensor([[0.5000, 0.8808, 0.1192]])
     """
     _checks.tensor("sigmoid_linear", "input", input)
     _checks.tensor("sigmoid_linear", "weight", weight)
@@ -91,6 +97,14 @@ def quadratic_cost(input: Tensor, target: Tensor, reduction: str = "mean") -> Te
     adds them, ``"none"`` returns one cost per sample. Its backward is ``dC/da = a - y`` (1.3).
 
     Shapes: ``input, target: (*, n)``; returns ``(*)`` for ``"none"``, a scalar otherwise.
+
+    Examples::
+
+        >>> a, y = torch.tensor([[0.2, 0.9], [0.5, 0.5]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+        >>> bp_torch.functional.quadratic_cost(a, y, reduction="none")   # 1/2 (0.2^2 + 0.1^2), 1/2 (0.5^2 + 0.5^2)
+        tensor([0.0250, 0.2500])
+        >>> bp_torch.functional.quadratic_cost(a, y)
+        tensor(0.1375)
     """
     _checks.tensor("quadratic_cost", "input", input)
     _checks.tensor("quadratic_cost", "target", target)
@@ -124,6 +138,14 @@ def cross_entropy_cost(input: Tensor, target: Tensor, reduction: str = "mean") -
 
     Shapes: ``input, target: (*, n)``, every value in [0, 1] (``ValueError`` otherwise; NaN propagates); returns
     ``(*)`` for ``"none"``, a scalar otherwise. float32 or float64.
+
+    Examples::
+
+        >>> a, y = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.0, 1.0]])
+        >>> bp_torch.functional.cross_entropy_cost(a, y)                  # -(ln 0.5 + ln 0.5) = 2 ln 2
+        tensor(1.3863)
+        >>> bp_torch.functional.cross_entropy_cost(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 1.0]]))
+        tensor(0.)
     """
     _checks.tensor("cross_entropy_cost", "input", input)
     _checks.tensor("cross_entropy_cost", "target", target)
@@ -147,6 +169,13 @@ def two_layer_quadratic_cost(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: 
 
     Shapes: ``x: (*, n0)``, ``w1: (n1, n0)``, ``b1: (n1,)``, ``w2: (n2, n1)``, ``b2: (n2,)``, ``y: (*, n2)``;
     returns a scalar.
+
+    Examples::
+
+        >>> x, y = torch.ones(1, 2), torch.ones(1, 1)
+        >>> w1, b1, w2, b2 = torch.zeros(3, 2), torch.zeros(3), torch.zeros(1, 3), torch.zeros(1)
+        >>> bp_torch.functional.two_layer_quadratic_cost(x, w1, b1, w2, b2, y)   # a^2 = sigma(0): 1/2 (1 - 0.5)^2
+        tensor(0.1250)
     """
     _checks.two_layer_quadratic_cost(x, w1, b1, w2, b2, y)
     return TwoLayerQuadraticCostFunction.apply(x, w1, b1, w2, b2, y)
@@ -163,6 +192,12 @@ def sigmoid_mlp(input: Tensor, weights: Sequence[Tensor], biases: Sequence[Tenso
 
     Shapes: ``input: (*, n_0)``, ``weights[l]: (n_(l+1), n_l)``, ``biases``: empty (no bias) or one entry per layer,
     ``biases[l]: (n_(l+1),)`` or ``None`` for a layer without a bias; returns ``(*, n_L)``. float32 or float64.
+
+    Examples::
+
+        >>> weights = [torch.zeros(3, 2), torch.zeros(1, 3)]
+        >>> bp_torch.functional.sigmoid_mlp(torch.ones(1, 2), weights)      # sigma(0) in every layer
+        tensor([[0.5000]])
     """
     _checks.tensor("sigmoid_mlp", "input", input)
     _checks.tensor_list("sigmoid_mlp", "weights", weights)
@@ -215,6 +250,25 @@ def sgd_step(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[T
     Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``
     for a layer without a bias (or ``biases`` empty: none has one). ``lr`` and ``weight_decay``: real numbers
     ``>= 0`` (or one-element tensors). With ``cost="cross_entropy"``, ``y`` must lie in [0, 1].
+
+    Examples::
+
+        A one-layer network whose output starts at ``sigma(0) = 0.5``, trained towards ``y = 1``: the cost is
+        ``1/2 (1 - 0.5)^2``, ``delta = (0.5 - 1) 0.5 (1 - 0.5) = -0.125``, and each weight moves by ``-lr delta x``::
+
+        >>> w, b = torch.zeros(1, 2), torch.zeros(1)
+        >>> bp_torch.functional.sgd_step(torch.ones(1, 2), torch.ones(1, 1), [w], [b], lr=1.0)
+        tensor(0.1250)
+        >>> w, b
+        (tensor([[0.1250, 0.1250]]), tensor([0.1250]))
+
+        The cross-entropy's error is ``a - y = -0.5`` (3.3), four times the quadratic's here::
+
+        >>> w, b = torch.zeros(1, 2), torch.zeros(1)
+        >>> bp_torch.functional.sgd_step(torch.ones(1, 2), torch.ones(1, 1), [w], [b], lr=1.0, cost="cross_entropy")
+        tensor(0.6931)
+        >>> w
+        tensor([[0.5000, 0.5000]])
     """
     lr, weight_decay = _checks.sgd_arguments("sgd_step", x, y, weights, biases, lr, cost, weight_decay)
     if _cpp_sgd(x, cost, weight_decay):
@@ -246,6 +300,13 @@ def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[
 
     Shapes: ``x: (n, n_0)``, ``y: (n, n_L)``, ``weights[l]: (n_(l+1), n_l)``, ``biases[l]: (n_(l+1),)`` or ``None``,
     ``perm: (n,)`` int64, a permutation of ``range(n)``; returns ``(ceil(n / batch_size),)``.
+
+    Examples::
+
+        >>> w, b = torch.zeros(1, 2), torch.zeros(1)
+        >>> costs = bp_torch.functional.sgd_epoch(torch.ones(4, 2), torch.ones(4, 1), [w], [b], lr=1.0, batch_size=2)
+        >>> costs.shape, costs[0]                          # two mini-batches; the first starts from sigma(0)
+        (torch.Size([2]), tensor(0.1250))
     """
     lr, weight_decay = _checks.sgd_arguments("sgd_epoch", x, y, weights, biases, lr, cost, weight_decay)
     _checks.batch_size("sgd_epoch", batch_size)

@@ -123,7 +123,7 @@ def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[An
     Example::
 
         >>> net = bp_torch.SigmoidMLP([2, 2, 2]).double()
-        >>> report = bp_torch.explain(net, torch.tensor([0.05, 0.10]), torch.tensor([0.01, 0.99]))
+        >>> report = bp_torch.explain(net, [0.05, 0.10], [0.01, 0.99])   # lists take the model's dtype
         >>> report.max_abs_diff < 1e-12
         True
     """
