@@ -14,7 +14,8 @@ MODULES = [bp_torch.functional, bp_torch.modules, bp_torch.explain]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
-def test_docstring_examples(module):
+def test_docstring_examples(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                # an example saves a checkpoint to its working directory
     torch.manual_seed(0)
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
