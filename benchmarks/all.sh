@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The bars of BENCHMARKS.md in one run: the layer, the training step and the epoch, on each kernel copy this CPU can
+# run (ATEN_CPU_CAPABILITY picks torch's kernels and bp_torch's together), with torch's default threads.
+#   bash benchmarks/all.sh [avx512 avx2 default]      # default: all three (those this CPU lacks are skipped)
+# Shorter than each script's defaults (fewer rounds, a 20,000-sample epoch table), to fit one quiet spell of a
+# shared machine; run a script alone with its defaults for a closer look.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+env_sh=scripts/env.sh
+copies=("$@")
+[ ${#copies[@]} -gt 0 ] || copies=(avx512 avx2 default)
+for copy in "${copies[@]}"; do
+    have=$(ATEN_CPU_CAPABILITY=$copy bash "$env_sh" python -c \
+        'import torch, bp_torch; print(torch.ops.bp_torch.kernel_capability())' 2>/dev/null | tail -n 1)
+    if [ "${have,,}" != "$copy" ]; then
+        echo "## $copy: not on this CPU (the kernels would run $have), skipped"
+        continue
+    fi
+    echo "## $copy ($(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%F), commit $(git rev-parse --short HEAD))"
+    ATEN_CPU_CAPABILITY=$copy bash "$env_sh" python benchmarks/bench_layers.py --rounds 15
+    ATEN_CPU_CAPABILITY=$copy bash "$env_sh" python benchmarks/bench_mlp.py --rounds 15
+    ATEN_CPU_CAPABILITY=$copy bash "$env_sh" python benchmarks/bench_epoch.py --rounds 3 --samples 20000 \
+        --repeats 1
+done
