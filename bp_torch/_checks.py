@@ -94,6 +94,12 @@ def cost_name(op, cost):
         raise ValueError(f"{op}: cost must be one of {COSTS}, got {cost!r}")
 
 
+def sgd_rule(op, cost, decay):
+    """The sgd ops' cost and weight decay, as their C++ kernels check them (after the shapes)."""
+    cost_name(op, cost)
+    weight_decay(op, decay)
+
+
 def init_name(op, init):
     """``init`` must name one of :data:`INITS`."""
     if not isinstance(init, str) or init not in INITS:
@@ -182,14 +188,15 @@ def cross_entropy_cost(a, y, reduction):
     probabilities(op, "target", y)
 
 
-def quadratic_cost_backward(grad_cost, a, y, reduction):
-    """The checks of the C++ op ``bp_torch::quadratic_cost_backward``, for its fake kernel."""
-    quadratic_cost(a, y, reduction)
+def quadratic_cost_backward(grad_cost, a, y, reduction, op="quadratic_cost"):
+    """The checks of the C++ op ``bp_torch::quadratic_cost_backward`` (or ``op``'s backward, a cost that takes the
+    same arguments), for its fake kernel."""
+    quadratic_cost(a, y, reduction, op)
     expected = list(a.shape[:-1]) if reduction == "none" else []
     if list(grad_cost.shape) != expected:
-        raise ValueError(f"quadratic_cost_backward: grad_cost must have shape {expected}, got {list(grad_cost.shape)}")
+        raise ValueError(f"{op}_backward: grad_cost must have shape {expected}, got {list(grad_cost.shape)}")
     if grad_cost.dtype != a.dtype:
-        raise TypeError("quadratic_cost_backward: grad_cost must have the input's dtype")
+        raise TypeError(f"{op}_backward: grad_cost must have the input's dtype")
 
 
 def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
