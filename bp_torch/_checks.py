@@ -113,10 +113,17 @@ def probabilities(op, name, t):
     runs with the graph."""
     if torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling():
         return
-    outside = (t < 0) | (t > 1)
     if torch.compiler.is_compiling():
-        torch._assert_async(~outside.any(), f"{op}: {name} must be in [0, 1]")
+        torch._assert_async(~((t < 0) | (t > 1)).any(), f"{op}: {name} must be in [0, 1]")
         return
+    # One pass over t in the common case, all inside (a data set's targets are checked once per epoch); a NaN makes
+    # min and max NaN, and the full pass below then looks at every value.
+    if t.numel() == 0:
+        return
+    low, high = torch.aminmax(t)
+    if low >= 0 and high <= 1:
+        return
+    outside = (t < 0) | (t > 1)
     if outside.any():
         value = t[outside].reshape(-1)[0].item()
         raise ValueError(f"{op}: {name} must be in [0, 1] (a probability), got {value}")

@@ -210,6 +210,16 @@ def sgd_step(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[T
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr, cost, weight_decay)
 
 
+def _check_epoch(x, y, weights, biases, batch_size, perm, cost):
+    """sgd_epoch's checks of everything but the arguments' kinds, in the Python backend's order: the network and
+    data, perm's values, then (for the cross-entropy) y's values."""
+    _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+    if perm is not None:
+        _checks.permutation("sgd_epoch", perm)
+    if cost == "cross_entropy":
+        _checks.probabilities("sgd_epoch", "y", y)
+
+
 def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], lr: float | Tensor,
               batch_size: int, perm: Tensor | None = None, *, cost: str = "quadratic",
               weight_decay: float | Tensor = 0.0) -> Tensor:
@@ -237,24 +247,29 @@ def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[
     # fits the op's int64 (Python's ints do not).
     if x.dim() > 0:
         batch_size = min(batch_size, max(x.shape[0], 1))
-    cpp = _backend.use_cpp(x)
-    op_biases = _op_biases(weights, biases) if cpp else biases
-    if cpp and cost != "cross_entropy" and (op_biases is biases or not op_biases):
-        return _ops.sgd_epoch(x, y, weights, op_biases, lr, batch_size, perm, cost, weight_decay)
-    _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
-    if perm is not None:
-        _checks.permutation("sgd_epoch", perm)
-    if cost == "cross_entropy":
-        _checks.probabilities("sgd_epoch", "y", y)       # y's values, before any parameter changes
-    if cpp:
+    if _backend.use_cpp(x):
+        op_biases = _op_biases(weights, biases)
         if op_biases is biases or not op_biases:
+            if cost == "cross_entropy":
+                # The op checks the rest, perm's values included, in C++; y's values are checked here, before any
+                # parameter changes, and reported after a bad perm, as on the Python backend (which sorts perm to
+                # check it: only when y is bad).
+                _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+                try:
+                    _checks.probabilities("sgd_epoch", "y", y)
+                except ValueError:
+                    if perm is not None:
+                        _checks.permutation("sgd_epoch", perm)
+                    raise
             return _ops.sgd_epoch(x, y, weights, op_biases, lr, batch_size, perm, cost, weight_decay)
         # Biases on some layers only: the op would update the stand-in zeros of the others from one step to the next.
         # The epoch is then a loop of sgd_step ops, each with its own zeros.
+        _check_epoch(x, y, weights, biases, batch_size, perm, cost)
         order = torch.arange(x.shape[0], device=x.device) if perm is None else perm
         costs = [_ops.sgd_step(x[index], y[index], weights, _op_biases(weights, biases), lr, cost, weight_decay)
                  for index in (order[start:start + batch_size] for start in range(0, x.shape[0], batch_size))]
         return torch.stack(costs) if costs else x.new_empty(0)
+    _check_epoch(x, y, weights, biases, batch_size, perm, cost)
     with torch.no_grad():
         return sigmoid_mlp_sgd_epoch(x, y, weights, biases or [None] * len(weights), lr, batch_size, perm, cost,
                                      weight_decay)
