@@ -94,6 +94,12 @@ def cost_name(op, cost):
         raise ValueError(f"{op}: cost must be one of {COSTS}, got {cost!r}")
 
 
+def sgd_rule(op, cost, decay):
+    """The sgd ops' cost and weight decay, as their C++ kernels check them (after the shapes)."""
+    cost_name(op, cost)
+    weight_decay(op, decay)
+
+
 def init_name(op, init):
     """``init`` must name one of :data:`INITS`."""
     if not isinstance(init, str) or init not in INITS:
@@ -107,10 +113,17 @@ def probabilities(op, name, t):
     runs with the graph."""
     if torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling():
         return
-    outside = (t < 0) | (t > 1)
     if torch.compiler.is_compiling():
-        torch._assert_async(~outside.any(), f"{op}: {name} must be in [0, 1]")
+        torch._assert_async(~((t < 0) | (t > 1)).any(), f"{op}: {name} must be in [0, 1]")
         return
+    # One pass over t in the common case, all inside (a data set's targets are checked once per epoch); a NaN makes
+    # min and max NaN, and the full pass below then looks at every value.
+    if t.numel() == 0:
+        return
+    low, high = torch.aminmax(t)
+    if low >= 0 and high <= 1:
+        return
+    outside = (t < 0) | (t > 1)
     if outside.any():
         value = t[outside].reshape(-1)[0].item()
         raise ValueError(f"{op}: {name} must be in [0, 1] (a probability), got {value}")
@@ -182,14 +195,15 @@ def cross_entropy_cost(a, y, reduction):
     probabilities(op, "target", y)
 
 
-def quadratic_cost_backward(grad_cost, a, y, reduction):
-    """The checks of the C++ op ``bp_torch::quadratic_cost_backward``, for its fake kernel."""
-    quadratic_cost(a, y, reduction)
+def quadratic_cost_backward(grad_cost, a, y, reduction, op="quadratic_cost"):
+    """The checks of the C++ op ``bp_torch::quadratic_cost_backward`` (or ``op``'s backward, a cost that takes the
+    same arguments), for its fake kernel."""
+    quadratic_cost(a, y, reduction, op)
     expected = list(a.shape[:-1]) if reduction == "none" else []
     if list(grad_cost.shape) != expected:
-        raise ValueError(f"quadratic_cost_backward: grad_cost must have shape {expected}, got {list(grad_cost.shape)}")
+        raise ValueError(f"{op}_backward: grad_cost must have shape {expected}, got {list(grad_cost.shape)}")
     if grad_cost.dtype != a.dtype:
-        raise TypeError("quadratic_cost_backward: grad_cost must have the input's dtype")
+        raise TypeError(f"{op}_backward: grad_cost must have the input's dtype")
 
 
 def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):

@@ -51,12 +51,14 @@ except ImportError as err:  # built, but cannot load (an ABI mismatch, say): wor
 # per call show.
 sigmoid_linear: Any = None
 quadratic_cost: Any = None
+cross_entropy_cost: Any = None
 sigmoid_mlp: Any = None
 sgd_step: Any = None
 sgd_epoch: Any = None
 if _C is not None:
     sigmoid_linear = torch.ops.bp_torch.sigmoid_linear.default
     quadratic_cost = torch.ops.bp_torch.quadratic_cost.default
+    cross_entropy_cost = torch.ops.bp_torch.cross_entropy_cost.default
     sigmoid_mlp = torch.ops.bp_torch.sigmoid_mlp.default
     sgd_step = torch.ops.bp_torch.sigmoid_mlp_sgd_step.default
     sgd_epoch = torch.ops.bp_torch.sigmoid_mlp_sgd_epoch.default
@@ -88,6 +90,16 @@ if _C is not None:
         _checks.quadratic_cost_backward(grad_cost, a, y, reduction)
         return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)
 
+    @torch.library.register_fake("bp_torch::cross_entropy_cost")
+    def _cross_entropy_cost_fake(a, y, reduction):
+        _checks.quadratic_cost(a, y, reduction, "cross_entropy_cost")
+        return a.new_empty(a.shape[:-1] if reduction == "none" else ())
+
+    @torch.library.register_fake("bp_torch::cross_entropy_cost_backward")
+    def _cross_entropy_cost_backward_fake(grad_cost, a, y, reduction, output_mask):
+        _checks.quadratic_cost_backward(grad_cost, a, y, reduction, "cross_entropy_cost")
+        return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)
+
     @torch.library.register_fake("bp_torch::sigmoid_mlp")
     def _sigmoid_mlp_fake(x, weights, biases):
         _checks.sigmoid_mlp(x, weights, biases)
@@ -102,13 +114,15 @@ if _C is not None:
         )
 
     @torch.library.register_fake("bp_torch::sigmoid_mlp_sgd_step")
-    def _sigmoid_mlp_sgd_step_fake(x, y, weights, biases, lr):
+    def _sigmoid_mlp_sgd_step_fake(x, y, weights, biases, lr, cost="quadratic", weight_decay=0.0):
         _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
+        _checks.sgd_rule("sgd_step", cost, weight_decay)
         return x.new_empty(())                     # the cost; the parameters change in place, shapes unchanged
 
     @torch.library.register_fake("bp_torch::sigmoid_mlp_sgd_epoch")
-    def _sigmoid_mlp_sgd_epoch_fake(x, y, weights, biases, lr, batch_size, perm):
+    def _sigmoid_mlp_sgd_epoch_fake(x, y, weights, biases, lr, batch_size, perm, cost="quadratic", weight_decay=0.0):
         _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+        _checks.sgd_rule("sgd_epoch", cost, weight_decay)
         return x.new_empty(((x.shape[0] + batch_size - 1) // batch_size,))     # one cost per mini-batch
 
     # The differentiable twins of the backward ops are the Python backend's formulas, in torch ops that autograd
@@ -126,9 +140,15 @@ if _C is not None:
         _checks.quadratic_cost_backward(grad_cost, a, y, reduction)
         return autograd.quadratic_cost_backward(grad_cost, a, y, reduction, output_mask)
 
+    @torch.library.impl("bp_torch::cross_entropy_cost_backward_differentiable", "CompositeImplicitAutograd")
+    def _cross_entropy_cost_backward_differentiable(grad_cost, a, y, reduction, output_mask):
+        _checks.quadratic_cost_backward(grad_cost, a, y, reduction, "cross_entropy_cost")
+        return autograd.cross_entropy_cost_backward(grad_cost, a, y, reduction, output_mask)
+
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
     # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast
     # to float32, and they compute and return float32, like the Python backend (see bp_torch.functional).
-    for _op in ("bp_torch::sigmoid_linear", "bp_torch::quadratic_cost", "bp_torch::sigmoid_mlp"):
+    for _op in ("bp_torch::sigmoid_linear", "bp_torch::quadratic_cost", "bp_torch::cross_entropy_cost",
+                "bp_torch::sigmoid_mlp"):
         for _device_type in ("cpu", "cuda"):
             torch.library.register_autocast(_op, _device_type, torch.float32)

@@ -9,7 +9,6 @@ Python backend; both raise the same exceptions with the same messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,29 +22,6 @@ from .autograd import (
     sigmoid_mlp_sgd_epoch,
     sigmoid_mlp_sgd_step,
 )
-
-# ------------------------------------------------------------------------------------------------------------------
-# What the C++ ops take: the one place that routes calls around them. They compute the quadratic cost without weight
-# decay. The cross-entropy cost (3.1)-(3.3) and weight decay (3.4) run on the Python Functions on either backend, with
-# the same numbers and the same errors, until bp_torch._ops has ops for them: its ``cross_entropy_cost`` is then
-# picked up here, and _CPP_SGD_COSTS and _CPP_SGD_WEIGHT_DECAY say what its sgd ops take (sgd_step and sgd_epoch
-# then pass cost and weight_decay to them).
-# ------------------------------------------------------------------------------------------------------------------
-_cpp_cross_entropy_cost: Any = getattr(_ops, "cross_entropy_cost", None)
-_CPP_SGD_COSTS = ("quadratic",)
-_CPP_SGD_WEIGHT_DECAY = False
-
-
-def _cpp_cost(input, cost_op) -> bool:
-    """Whether a cost on ``input`` takes the C++ op ``cost_op`` (None where the extension has none)."""
-    return cost_op is not None and _backend.use_cpp(input)
-
-
-def _cpp_sgd(x, cost, weight_decay) -> bool:
-    """Whether sgd_step or sgd_epoch on ``x`` takes the C++ op: the C++ backend is active for ``x`` and the op
-    computes ``cost`` with ``weight_decay``."""
-    return _backend.use_cpp(x) and cost in _CPP_SGD_COSTS and (weight_decay == 0.0 or _CPP_SGD_WEIGHT_DECAY)
-
 
 
 def _autocast_device_type(input):
@@ -149,8 +125,13 @@ def cross_entropy_cost(input: Tensor, target: Tensor, reduction: str = "mean") -
     """
     _checks.tensor("cross_entropy_cost", "input", input)
     _checks.tensor("cross_entropy_cost", "target", target)
-    if _cpp_cost(input, _cpp_cross_entropy_cost) and isinstance(reduction, str):
-        return _cpp_cross_entropy_cost(input, target, reduction)
+    if _backend.use_cpp(input) and isinstance(reduction, str):
+        # The op checks the arguments as _checks.quadratic_cost does; their values, in [0, 1], are checked here, in
+        # the same words and order as on the Python backend.
+        cost = _ops.cross_entropy_cost(input, target, reduction)
+        _checks.probabilities("cross_entropy_cost", "input", input)
+        _checks.probabilities("cross_entropy_cost", "target", target)
+        return cost
     device_type = _autocast_device_type(input)
     if device_type is not None:
         with torch.autocast(device_type, enabled=False):
@@ -271,14 +252,26 @@ def sgd_step(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[T
         tensor([[0.5000, 0.5000]])
     """
     lr, weight_decay = _checks.sgd_arguments("sgd_step", x, y, weights, biases, lr, cost, weight_decay)
-    if _cpp_sgd(x, cost, weight_decay):
+    if _backend.use_cpp(x) and cost != "cross_entropy":
         # The op checks shapes, dtypes and devices in C++ with the Python checks' words, and runs below autograd.
-        return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr)
+        return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr, cost, weight_decay)
     _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
     if cost == "cross_entropy":
-        _checks.probabilities("sgd_step", "y", y)
+        _checks.probabilities("sgd_step", "y", y)        # y's values, before any parameter changes
+    if _backend.use_cpp(x):
+        return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr, cost, weight_decay)
     with torch.no_grad():
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr, cost, weight_decay)
+
+
+def _check_epoch(x, y, weights, biases, batch_size, perm, cost):
+    """sgd_epoch's checks of everything but the arguments' kinds, in the Python backend's order: the network and
+    data, perm's values, then (for the cross-entropy) y's values."""
+    _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+    if perm is not None:
+        _checks.permutation("sgd_epoch", perm)
+    if cost == "cross_entropy":
+        _checks.probabilities("sgd_epoch", "y", y)
 
 
 def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], lr: float | Tensor,
@@ -315,24 +308,29 @@ def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[
     # fits the op's int64 (Python's ints do not).
     if x.dim() > 0:
         batch_size = min(batch_size, max(x.shape[0], 1))
-    if _cpp_sgd(x, cost, weight_decay):
+    if _backend.use_cpp(x):
         op_biases = _op_biases(weights, biases)
         if op_biases is biases or not op_biases:
-            return _ops.sgd_epoch(x, y, weights, op_biases, lr, batch_size, perm)
+            if cost == "cross_entropy":
+                # The op checks the rest, perm's values included, in C++; y's values are checked here, before any
+                # parameter changes, and reported after a bad perm, as on the Python backend (which sorts perm to
+                # check it: only when y is bad).
+                _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
+                try:
+                    _checks.probabilities("sgd_epoch", "y", y)
+                except ValueError:
+                    if perm is not None:
+                        _checks.permutation("sgd_epoch", perm)
+                    raise
+            return _ops.sgd_epoch(x, y, weights, op_biases, lr, batch_size, perm, cost, weight_decay)
         # Biases on some layers only: the op would update the stand-in zeros of the others from one step to the next.
         # The epoch is then a loop of sgd_step ops, each with its own zeros.
-        _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
-        if perm is not None:
-            _checks.permutation("sgd_epoch", perm)
+        _check_epoch(x, y, weights, biases, batch_size, perm, cost)
         order = torch.arange(x.shape[0], device=x.device) if perm is None else perm
-        costs = [_ops.sgd_step(x[index], y[index], weights, _op_biases(weights, biases), lr)
+        costs = [_ops.sgd_step(x[index], y[index], weights, _op_biases(weights, biases), lr, cost, weight_decay)
                  for index in (order[start:start + batch_size] for start in range(0, x.shape[0], batch_size))]
         return torch.stack(costs) if costs else x.new_empty(0)
-    _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
-    if perm is not None:
-        _checks.permutation("sgd_epoch", perm)
-    if cost == "cross_entropy":
-        _checks.probabilities("sgd_epoch", "y", y)
+    _check_epoch(x, y, weights, biases, batch_size, perm, cost)
     with torch.no_grad():
         return sigmoid_mlp_sgd_epoch(x, y, weights, biases or [None] * len(weights), lr, batch_size, perm, cost,
                                      weight_decay)

@@ -79,6 +79,31 @@ std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_differentiable_op(
   return op.call(grad_cost, a, y, reduction, output_mask);
 }
 
+at::Tensor cross_entropy_cost_op(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::cross_entropy_cost", "")
+                       .typed<decltype(cross_entropy_cost_cpu)>();
+  return op.call(a, y, reduction);
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cost_backward_op(
+    const at::Tensor& grad_cost, const at::Tensor& a, const at::Tensor& y, c10::string_view reduction,
+    std::array<bool, 2> output_mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::cross_entropy_cost_backward", "")
+                       .typed<decltype(cross_entropy_cost_backward_cpu)>();
+  return op.call(grad_cost, a, y, reduction, output_mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cost_backward_differentiable_op(
+    const at::Tensor& grad_cost, const at::Tensor& a, const at::Tensor& y, c10::string_view reduction,
+    std::array<bool, 2> output_mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("bp_torch::cross_entropy_cost_backward_differentiable", "")
+                       .typed<decltype(cross_entropy_cost_backward_cpu)>();
+  return op.call(grad_cost, a, y, reduction, output_mask);
+}
+
 std::vector<at::Tensor> sigmoid_mlp_op(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("bp_torch::sigmoid_mlp", "")
@@ -96,20 +121,22 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
 }
 
 at::Tensor sigmoid_mlp_sgd_step_op(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
-                                   at::TensorList biases, double lr) {
+                                   at::TensorList biases, double lr, c10::string_view cost,
+                                   double weight_decay) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("bp_torch::sigmoid_mlp_sgd_step", "")
                        .typed<decltype(sigmoid_mlp_sgd_step_cpu)>();
-  return op.call(x, y, weights, biases, lr);
+  return op.call(x, y, weights, biases, lr, cost, weight_decay);
 }
 
 at::Tensor sigmoid_mlp_sgd_epoch_op(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                     at::TensorList biases, double lr, int64_t batch_size,
-                                    const std::optional<at::Tensor>& perm) {
+                                    const std::optional<at::Tensor>& perm, c10::string_view cost,
+                                    double weight_decay) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("bp_torch::sigmoid_mlp_sgd_epoch", "")
                        .typed<decltype(sigmoid_mlp_sgd_epoch_cpu)>();
-  return op.call(x, y, weights, biases, lr, batch_size, perm);
+  return op.call(x, y, weights, biases, lr, batch_size, perm, cost, weight_decay);
 }
 
 // The Functions have no forward-mode formula. A dual input is refused before the forward runs, with the
@@ -154,6 +181,15 @@ std::tuple<at::Tensor, at::Tensor> quadratic_cost_backward_autograd(
   return below_autograd(quadratic_cost_backward_op, grad_cost, a, y, reduction, output_mask);
 }
 
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cost_backward_autograd(
+    const at::Tensor& grad_cost, const at::Tensor& a, const at::Tensor& y, c10::string_view reduction,
+    std::array<bool, 2> output_mask) {
+  if (builds_graph({grad_cost, a, y})) {
+    return cross_entropy_cost_backward_differentiable_op(grad_cost, a, y, reduction, output_mask);
+  }
+  return below_autograd(cross_entropy_cost_backward_op, grad_cost, a, y, reduction, output_mask);
+}
+
 at::TensorList optional_list(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? at::TensorList(*t) : at::TensorList();
 }
@@ -182,13 +218,24 @@ struct SigmoidLinearFunction : public torch::autograd::Function<SigmoidLinearFun
   }
 };
 
-// The cost, C = 1/2 sum_j (y_j - a_j)^2 per sample, reduced. Inputs: a, y, reduction. Saves a and y.
-struct QuadraticCostFunction : public torch::autograd::Function<QuadraticCostFunction> {
+// A cost per sample, reduced: C = 1/2 sum_j (y_j - a_j)^2 (QuadraticCost) or the cross-entropy (3.1)
+// (CrossEntropyCost), each with its ops. Inputs: a, y, reduction. Saves a and y.
+struct QuadraticCost {
+  static constexpr auto forward_op = quadratic_cost_op;
+  static constexpr auto backward_op = quadratic_cost_backward_autograd;
+};
+struct CrossEntropyCost {
+  static constexpr auto forward_op = cross_entropy_cost_op;
+  static constexpr auto backward_op = cross_entropy_cost_backward_autograd;
+};
+
+template <typename Cost>
+struct CostFunction : public torch::autograd::Function<CostFunction<Cost>> {
   static constexpr bool is_traceable = true;
 
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& y,
                             c10::string_view reduction) {
-    auto cost = below_autograd(quadratic_cost_op, a, y, reduction);
+    auto cost = below_autograd(Cost::forward_op, a, y, reduction);
     ctx->save_for_backward({a, y});
     ctx->saved_data["reduction"] = std::string(reduction);
     return cost;
@@ -197,8 +244,8 @@ struct QuadraticCostFunction : public torch::autograd::Function<QuadraticCostFun
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const std::array<bool, 2> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
-    auto [grad_a, grad_y] = quadratic_cost_backward_autograd(grads[0], saved[0], saved[1],
-                                                             ctx->saved_data["reduction"].toStringRef(), mask);
+    auto [grad_a, grad_y] =
+        Cost::backward_op(grads[0], saved[0], saved[1], ctx->saved_data["reduction"].toStringRef(), mask);
     return {grad_a, grad_y, at::Tensor()};
   }
 };
@@ -285,7 +332,12 @@ at::Tensor sigmoid_linear_autograd(const at::Tensor& x, const at::Tensor& weight
 
 at::Tensor quadratic_cost_autograd(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction) {
   check_no_forward_ad("quadratic_cost", {a, y});
-  return QuadraticCostFunction::apply(a, y, reduction);
+  return CostFunction<QuadraticCost>::apply(a, y, reduction);
+}
+
+at::Tensor cross_entropy_cost_autograd(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction) {
+  check_no_forward_ad("cross_entropy_cost", {a, y});
+  return CostFunction<CrossEntropyCost>::apply(a, y, reduction);
 }
 
 variable_list sigmoid_mlp_autograd(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
@@ -297,16 +349,18 @@ variable_list sigmoid_mlp_autograd(const at::Tensor& x, at::TensorList weights, 
 // updates run under no_grad, and its cost never requires grad. It stops at ADInplaceOrView, whose kernel below
 // marks the parameters changed.
 at::Tensor sigmoid_mlp_sgd_step_autograd(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
-                                         at::TensorList biases, double lr) {
+                                         at::TensorList biases, double lr, c10::string_view cost,
+                                         double weight_decay) {
   at::AutoDispatchBelowAutograd guard;
-  return sigmoid_mlp_sgd_step_op(x, y, weights, biases, lr);
+  return sigmoid_mlp_sgd_step_op(x, y, weights, biases, lr, cost, weight_decay);
 }
 
 at::Tensor sigmoid_mlp_sgd_epoch_autograd(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                           at::TensorList biases, double lr, int64_t batch_size,
-                                          const std::optional<at::Tensor>& perm) {
+                                          const std::optional<at::Tensor>& perm, c10::string_view cost,
+                                          double weight_decay) {
   at::AutoDispatchBelowAutograd guard;
-  return sigmoid_mlp_sgd_epoch_op(x, y, weights, biases, lr, batch_size, perm);
+  return sigmoid_mlp_sgd_epoch_op(x, y, weights, biases, lr, batch_size, perm, cost, weight_decay);
 }
 
 // The ADInplaceOrView kernels of the ops that change tensors in place (Tensor(a!)[] in their schemas), as torch
@@ -318,16 +372,19 @@ void bump_versions(at::TensorList weights, at::TensorList biases) {
 }
 
 at::Tensor sigmoid_mlp_sgd_step_inplace(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
-                                        at::TensorList biases, double lr) {
-  auto cost = below_autograd(sigmoid_mlp_sgd_step_op, x, y, weights, biases, lr);
+                                        at::TensorList biases, double lr, c10::string_view cost,
+                                        double weight_decay) {
+  auto result = below_autograd(sigmoid_mlp_sgd_step_op, x, y, weights, biases, lr, cost, weight_decay);
   bump_versions(weights, biases);
-  return cost;
+  return result;
 }
 
 at::Tensor sigmoid_mlp_sgd_epoch_inplace(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                          at::TensorList biases, double lr, int64_t batch_size,
-                                         const std::optional<at::Tensor>& perm) {
-  auto costs = below_autograd(sigmoid_mlp_sgd_epoch_op, x, y, weights, biases, lr, batch_size, perm);
+                                         const std::optional<at::Tensor>& perm, c10::string_view cost,
+                                         double weight_decay) {
+  auto costs =
+      below_autograd(sigmoid_mlp_sgd_epoch_op, x, y, weights, biases, lr, batch_size, perm, cost, weight_decay);
   if (x.size(0) > 0) bump_versions(weights, biases);      // an epoch of no samples takes no step
   return costs;
 }
@@ -339,6 +396,8 @@ TORCH_LIBRARY_IMPL(bp_torch, Autograd, m) {
   m.impl("sigmoid_linear_backward", &sigmoid_linear_backward_autograd);
   m.impl("quadratic_cost", &quadratic_cost_autograd);
   m.impl("quadratic_cost_backward", &quadratic_cost_backward_autograd);
+  m.impl("cross_entropy_cost", &cross_entropy_cost_autograd);
+  m.impl("cross_entropy_cost_backward", &cross_entropy_cost_backward_autograd);
   m.impl("sigmoid_mlp", &sigmoid_mlp_autograd);
   m.impl("sigmoid_mlp_sgd_step", &sigmoid_mlp_sgd_step_autograd);
   m.impl("sigmoid_mlp_sgd_epoch", &sigmoid_mlp_sgd_epoch_autograd);

@@ -5,6 +5,7 @@
 // kernels that let torch.compile trace the ops, and the backward ops' differentiable Autograd kernels (the Python
 // backend's formulas), are in bp_torch/_ops.py.
 #include <Python.h>
+#include <cmath>
 #include <c10/util/irange.h>
 #include <torch/library.h>
 
@@ -76,17 +77,17 @@ void check_sigmoid_linear(const at::Tensor& x, const at::Tensor& weight, const s
   }
 }
 
-Reduction parse_reduction(c10::string_view reduction) {
+Reduction parse_reduction(c10::string_view reduction, const char* op) {
   if (reduction == "none") return Reduction::None;
   if (reduction == "mean") return Reduction::Mean;
-  TORCH_CHECK_VALUE(reduction == "sum", "quadratic_cost: reduction must be one of ('none', 'mean', 'sum'), got '",
-                    reduction, "'");
+  TORCH_CHECK_VALUE(reduction == "sum", op, ": reduction must be one of ('none', 'mean', 'sum'), got '", reduction,
+                    "'");
   return Reduction::Sum;
 }
 
-void check_quadratic_cost(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction) {
-  constexpr const char* op = "quadratic_cost";
-  parse_reduction(reduction);
+// Both costs take the same arguments: `op` names the one checked.
+void check_quadratic_cost(const at::Tensor& a, const at::Tensor& y, c10::string_view reduction, const char* op) {
+  parse_reduction(reduction, op);
   TORCH_CHECK_VALUE(a.dim() > 0, op, ": input must have at least 1 dimension (*, n_outputs), got a 0-d tensor");
   TORCH_CHECK_VALUE(a.sizes() == y.sizes(), op, ": input and target must have the same shape, got input shape ",
                     a.sizes(), " and target shape ", y.sizes());
@@ -195,6 +196,14 @@ void check_sigmoid_mlp_sgd_epoch(const at::Tensor& x, const at::Tensor& y, at::T
   }
 }
 
+bool check_sgd_rule(const char* op, c10::string_view cost, double weight_decay) {
+  TORCH_CHECK_VALUE(cost == "quadratic" || cost == "cross_entropy", op,
+                    ": cost must be one of ('quadratic', 'cross_entropy'), got '", cost, "'");
+  TORCH_CHECK_VALUE(std::isfinite(weight_decay) && weight_decay >= 0, op,
+                    ": weight_decay must be a finite number >= 0, got ", weight_decay);
+  return cost == "cross_entropy";
+}
+
 TORCH_LIBRARY(bp_torch, m) {
   // a = sigmoid(x W^T + b), for x of shape (*, in_features).
   m.def("sigmoid_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
@@ -213,6 +222,15 @@ TORCH_LIBRARY(bp_torch, m) {
   // The same in torch ops, as sigmoid_linear_backward_differentiable.
   m.def("quadratic_cost_backward_differentiable(Tensor grad_cost, Tensor a, Tensor y, str reduction, "
         "bool[2] output_mask) -> (Tensor, Tensor)");
+  // C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)] per sample (3.1), each log at least -100, reduced by 'none' |
+  // 'mean' | 'sum'. a and y in [0, 1] (checked in Python, bp_torch.functional, as on the Python backend).
+  m.def("cross_entropy_cost(Tensor a, Tensor y, str reduction) -> Tensor");
+  // Returns (dC/da, dC/dy) (3.2); an entry whose output_mask is false is None.
+  m.def("cross_entropy_cost_backward(Tensor grad_cost, Tensor a, Tensor y, str reduction, bool[2] output_mask) "
+        "-> (Tensor, Tensor)");
+  // The same in torch ops, as sigmoid_linear_backward_differentiable.
+  m.def("cross_entropy_cost_backward_differentiable(Tensor grad_cost, Tensor a, Tensor y, str reduction, "
+        "bool[2] output_mask) -> (Tensor, Tensor)");
   // A whole network, a^l = sigmoid(a^(l-1) W_l^T + b_l): returns every activation [a^1, ..., a^L] (back-propagation
   // needs them all). biases: empty for a network without biases, else one per layer.
   m.def("sigmoid_mlp(Tensor x, Tensor[] weights, Tensor[] biases) -> Tensor[]");
@@ -220,13 +238,14 @@ TORCH_LIBRARY(bp_torch, m) {
   // unless input_grad, the bias list is empty unless bias_grad.
   m.def("sigmoid_mlp_backward(Tensor grad_output, Tensor x, Tensor[] weights, Tensor[] activations, bool input_grad, "
         "bool bias_grad) -> (Tensor, Tensor[], Tensor[])");
-  // One step of Nielsen's update_mini_batch, in place: W <- W - lr dC/dW (and b) for C the quadratic cost averaged
-  // over the mini-batch; returns C before the update.
-  m.def("sigmoid_mlp_sgd_step(Tensor x, Tensor y, Tensor(a!)[] weights, Tensor(b!)[] biases, float lr) -> Tensor");
+  // One step of Nielsen's update_mini_batch, in place: W <- (1 - lr weight_decay) W - lr dC/dW, b <- b - lr dC/db
+  // (3.4) for C the cost ('quadratic' | 'cross_entropy') averaged over the mini-batch; returns C before the update.
+  m.def("sigmoid_mlp_sgd_step(Tensor x, Tensor y, Tensor(a!)[] weights, Tensor(b!)[] biases, float lr, "
+        "str cost=\"quadratic\", float weight_decay=0.0) -> Tensor");
   // One epoch of sgd_step over x's rows in perm's order (None: in order), in mini-batches of batch_size, the last
   // one partial; returns each mini-batch's cost, shape [ceil(n / batch_size)].
   m.def("sigmoid_mlp_sgd_epoch(Tensor x, Tensor y, Tensor(a!)[] weights, Tensor(b!)[] biases, float lr, "
-        "int batch_size, Tensor? perm) -> Tensor");
+        "int batch_size, Tensor? perm, str cost=\"quadratic\", float weight_decay=0.0) -> Tensor");
   // Which copy of the SIMD kernels runs: "DEFAULT", "AVX2" or "AVX512" (torch's choice, ATEN_CPU_CAPABILITY
   // included, limited to what the CPU has).
   m.def("kernel_capability() -> str", &kernel_capability_name);
@@ -237,6 +256,8 @@ TORCH_LIBRARY_IMPL(bp_torch, CPU, m) {
   m.impl("sigmoid_linear_backward", &sigmoid_linear_backward_cpu);
   m.impl("quadratic_cost", &quadratic_cost_cpu);
   m.impl("quadratic_cost_backward", &quadratic_cost_backward_cpu);
+  m.impl("cross_entropy_cost", &cross_entropy_cost_cpu);
+  m.impl("cross_entropy_cost_backward", &cross_entropy_cost_backward_cpu);
   m.impl("sigmoid_mlp", &sigmoid_mlp_cpu);
   m.impl("sigmoid_mlp_backward", &sigmoid_mlp_backward_cpu);
   m.impl("sigmoid_mlp_sgd_step", &sigmoid_mlp_sgd_step_cpu);

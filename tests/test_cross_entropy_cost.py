@@ -204,9 +204,6 @@ def test_autocast_computes_in_float32():
 
 
 @pytest.mark.backends("cpp")
-@pytest.mark.skipif(not hasattr(torch.ops.bp_torch, "cross_entropy_cost"),
-                    reason="the C++ op bp_torch::cross_entropy_cost is not built yet: the C++ backend runs the "
-                           "Python Function (see bp_torch.functional, 'What the C++ ops take')")
 def test_opcheck():
     a = inside((3, 4)).requires_grad_()
     y = inside((3, 4), seed=12)

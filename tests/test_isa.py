@@ -69,7 +69,8 @@ def test_the_default_copy_is_the_cpus_best(backend):
 # The kernel tests, run whole under each capability: the loops with their vector width and register blocks, their
 # tails, the BLAS path and the epoch's partner thread, against autograd at the same tolerances.
 KERNEL_TESTS = ["tests/test_sigmoid_linear.py", "tests/test_sigmoid_mlp.py", "tests/test_sgd_epoch.py",
-                "tests/test_two_layer.py", "tests/test_numerics.py"]
+                "tests/test_two_layer.py", "tests/test_numerics.py", "tests/test_sgd_cost_and_decay.py",
+                "tests/test_sgd_kernels_cross_entropy.py", "tests/test_cross_entropy_cost.py"]
 
 
 @pytest.mark.parametrize("capability", ORDER)

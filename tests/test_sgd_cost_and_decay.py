@@ -252,18 +252,35 @@ def test_new_options_are_keyword_only():
 
 
 @pytest.mark.backends("cpp")
-def test_quadratic_without_decay_takes_the_cpp_op(monkeypatch):
-    """The C++ backend keeps its op for the chapter's cost; the other cases give the Python Function's numbers."""
+@pytest.mark.parametrize("cost", COSTS)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_every_cost_and_decay_takes_the_cpp_ops(monkeypatch, cost, weight_decay):
+    """The C++ backend runs every cost and weight decay in its ops, one call per step or epoch, with the Python
+    Function's numbers."""
     calls = []
-    real = bp_torch._ops.sgd_step
-    monkeypatch.setattr(bp_torch._ops, "sgd_step", lambda *args: calls.append(1) or real(*args))
+    for name in ("sgd_step", "sgd_epoch"):
+        real = getattr(bp_torch._ops, name)
+        monkeypatch.setattr(bp_torch._ops, name,
+                            lambda *args, name=name, real=real: calls.append((name, *args[-2:])) or real(*args))
     net = make_net([3, 2], dtype=torch.float32)
-    net.sgd_step(X, Y, 0.1)
-    assert calls == [1]
     twin = make_net([3, 2], dtype=torch.float32)
-    net.sgd_step(X, Y, 0.1, cost="cross_entropy", weight_decay=0.01)
+    net.sgd_step(X, Y, 0.1, cost=cost, weight_decay=weight_decay)
+    F.sgd_epoch(X, Y, *params(net), 0.1, 2, cost=cost, weight_decay=weight_decay)
+    assert calls == [("sgd_step", cost, weight_decay), ("sgd_epoch", cost, weight_decay)]
     with bp_torch.use_backend("python"):
-        twin.sgd_step(X, Y, 0.1)
-        twin.sgd_step(X, Y, 0.1, cost="cross_entropy", weight_decay=0.01)
+        twin.sgd_step(X, Y, 0.1, cost=cost, weight_decay=weight_decay)
+        F.sgd_epoch(X, Y, *params(twin), 0.1, 2, cost=cost, weight_decay=weight_decay)
     for p, q in zip(net.parameters(), twin.parameters()):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.backends("cpp")
+def test_cross_entropy_cost_takes_the_cpp_op(monkeypatch):
+    calls = []
+    real = bp_torch._ops.cross_entropy_cost
+    monkeypatch.setattr(bp_torch._ops, "cross_entropy_cost", lambda *args: calls.append(1) or real(*args))
+    a = torch.rand(4, 3, dtype=torch.float64)
+    y = torch.rand(4, 3, dtype=torch.float64)
+    expected = torch.nn.functional.binary_cross_entropy(a, y, reduction="sum") / 4
+    torch.testing.assert_close(F.cross_entropy_cost(a, y), expected)
+    assert calls == [1]

@@ -36,11 +36,11 @@ void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* 
 
 template <typename T>
 void blas_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev, bool accumulate,
-                 T* g) {
-  // beta = 1 accumulates into g (W <- W + alpha Delta^T A, the update fused into the product); beta = 0 ignores
-  // g's old contents, NaN included.
+                 T beta, T* g) {
+  // Accumulating, beta scales g (W <- beta W + alpha Delta^T A, the update fused into the product, beta the weight
+  // decay's factor); beta = 0 ignores g's old contents, NaN included.
   auto g_t = wrap(g, out, in);
-  at::cpu::addmm_out(g_t, g_t, wrap(delta, n, out).t(), wrap(a_prev, n, in), accumulate ? 1 : 0, alpha);
+  at::cpu::addmm_out(g_t, g_t, wrap(delta, n, out).t(), wrap(a_prev, n, in), accumulate ? beta : T(0), alpha);
 }
 
 template <typename T>
@@ -66,7 +66,7 @@ void blas_grad_b(int64_t n, int64_t out, T alpha, const T* delta, bool accumulat
 
 #define BP_TORCH_INSTANTIATE_BLAS(T)                                                                            \
   template void blas_z<T>(int64_t, int64_t, int64_t, const T*, const T*, T*);                                   \
-  template void blas_grad_w<T>(int64_t, int64_t, int64_t, T, const T*, const T*, bool, T*);                     \
+  template void blas_grad_w<T>(int64_t, int64_t, int64_t, T, const T*, const T*, bool, T, T*);                  \
   template void blas_back<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*);                      \
   template void blas_grad_b<T>(int64_t, int64_t, T, const T*, bool, T*);
 BP_TORCH_INSTANTIATE_BLAS(float)

@@ -75,17 +75,17 @@ void run_forward(const Net<T>& net, const T* x, T* const* acts) {
 }
 template <typename T>
 void run_backward(const Net<T>& net, const T* grad_output, const T* x, const T* const* acts, T* const* grad_w,
-                  T* const* grad_b, T* grad_x) {
-  BP_TORCH_RUN_KERNEL(backward(net, grad_output, x, acts, grad_w, grad_b, grad_x))
+                  T* const* grad_b, T* grad_x, bool from_delta) {
+  BP_TORCH_RUN_KERNEL(backward(net, grad_output, x, acts, grad_w, grad_b, grad_x, from_delta))
 }
 template <typename T>
-double run_sgd_step(const Net<T>& net, const T* x, const T* y, T lr) {
-  BP_TORCH_RUN_KERNEL(sgd_step(net, x, y, lr))
+double run_sgd_step(const Net<T>& net, const T* x, const T* y, const SgdRule<T>& rule) {
+  BP_TORCH_RUN_KERNEL(sgd_step(net, x, y, rule))
 }
 template <typename T>
 void run_sgd_epoch(const Net<T>& net, const T* x, int64_t x_row, const T* y, int64_t y_row, const int64_t* order,
-                   int64_t n, int64_t batch, T lr, T* costs) {
-  BP_TORCH_RUN_KERNEL(sgd_epoch(net, x, x_row, y, y_row, order, n, batch, lr, costs))
+                   int64_t n, int64_t batch, const SgdRule<T>& rule, T* costs) {
+  BP_TORCH_RUN_KERNEL(sgd_epoch(net, x, x_row, y, y_row, order, n, batch, rule, costs))
 }
 
 
@@ -156,7 +156,7 @@ std::vector<at::Tensor> sigmoid_mlp_cpu(const at::Tensor& x, at::TensorList weig
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid_mlp_backward_unchecked(
     const at::Tensor& grad_output, const at::Tensor& x, at::TensorList weights, at::TensorList activations,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, bool from_delta) {
   // Plain bools, not a structured binding: the lambda below captures them, which C++17 and clang 14 do not allow
   // for structured bindings.
   const bool input_grad = output_mask[0], weight_grad = output_mask[1], bias_grad = output_mask[2];
@@ -180,7 +180,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> sigmoid
     for (auto& g : grad_biases) gb.push_back(g.data_ptr<scalar_t>());
     run_backward<scalar_t>(
         net.net(), grad_c.data_ptr<scalar_t>(), x_c.data_ptr<scalar_t>(), acts.data(), weight_grad ? gw.data() : nullptr,
-        bias_grad ? gb.data() : nullptr, input_grad ? grad_x.data_ptr<scalar_t>() : nullptr);
+        bias_grad ? gb.data() : nullptr, input_grad ? grad_x.data_ptr<scalar_t>() : nullptr, from_delta);
   });
   return {grad_x, grad_weights, grad_biases};
 }
@@ -229,6 +229,11 @@ void update_parameters(const at::Tensor& x, at::TensorList weights, at::TensorLi
   }
 }
 
+template <typename T>
+SgdRule<T> sgd_rule(double lr, bool cross_entropy, double weight_decay) {
+  return {static_cast<T>(lr), cross_entropy ? Cost::CrossEntropy : Cost::Quadratic, static_cast<T>(weight_decay)};
+}
+
 // The bytes a tensor's elements span, [first, last + 1); empty for a tensor without elements.
 std::pair<uintptr_t, uintptr_t> byte_range(const at::Tensor& t) {
   if (t.numel() == 0) return {0, 0};
@@ -266,13 +271,23 @@ bool shares_memory(const at::Tensor& x, const at::Tensor& y, at::TensorList weig
 // (bp_torch.autograd.sigmoid_mlp_sgd_step), every gradient at the values before the step, then the updates one
 // tensor at a time, weights first. Shapes as sgd_step's, already checked.
 at::Tensor sgd_step_unfused(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases,
-                            double lr) {
+                            double lr, bool cross_entropy, double weight_decay) {
   const auto activations = sigmoid_mlp_forward_unchecked(x, weights, biases);
   const auto& output = activations.back();
-  const auto cost = (0.5 * (y - output).square().sum(-1)).mean();
-  const auto grad_output = (output - y) / std::max<int64_t>(x.size(0), 1);      // (1.3), averaged over the batch
-  const auto [grad_x, grad_weights, grad_biases] =
-      sigmoid_mlp_backward_unchecked(grad_output, x, weights, activations, {false, true, !biases.empty()});
+  // (a - y) / n: dC/da^L of the quadratic cost (1.3), or delta^L itself for the cross-entropy (3.3), averaged.
+  const auto error = (output - y) / std::max<int64_t>(x.size(0), 1);
+  const auto cost = cross_entropy ? cross_entropy_cost_cpu(output, y, "mean")
+                                  : (0.5 * (y - output).square().sum(-1)).mean();
+  const auto [grad_x, grad_weights, grad_biases] = sigmoid_mlp_backward_unchecked(
+      error, x, weights, activations, {false, true, !biases.empty()}, /*from_delta=*/cross_entropy);
+  if (weight_decay != 0) {
+    // (3.4) (1 - eta lambda / n) W, each distinct tensor once: a tensor tied into several layers decays once.
+    for (const auto l : c10::irange(weights.size())) {
+      bool seen = false;
+      for (const auto k : c10::irange(l)) seen = seen || weights[k].is_same(weights[l]);
+      if (!seen) weights[l].mul_(1 - lr * weight_decay);
+    }
+  }
   for (const auto l : c10::irange(weights.size())) weights[l].sub_(grad_weights[l] * lr);    // W <- W - eta dC/dW
   for (const auto l : c10::irange(biases.size())) biases[l].sub_(grad_biases[l] * lr);
   return cost;
@@ -281,12 +296,14 @@ at::Tensor sgd_step_unfused(const at::Tensor& x, const at::Tensor& y, at::Tensor
 // The epoch for parameters that share memory with each other or with x or y: sgd_step_unfused on each mini-batch,
 // whose rows are gathered when its step begins (x[order[k b ..]], as a loop of sgd_step reads them).
 at::Tensor sgd_epoch_unfused(const at::Tensor& x, const at::Tensor& y, at::TensorList weights, at::TensorList biases,
-                             double lr, int64_t batch_size, const at::Tensor& order, at::Tensor& costs) {
+                             double lr, bool cross_entropy, double weight_decay, int64_t batch_size,
+                             const at::Tensor& order, at::Tensor& costs) {
   const int64_t n = x.size(0);
   for (int64_t start = 0, k = 0; start < n; start += batch_size, ++k) {
     const int64_t count = std::min(batch_size, n - start);
     const auto rows = order.defined() ? order.narrow(0, start, count) : at::arange(start, start + count, at::kLong);
-    costs[k].copy_(sgd_step_unfused(x.index_select(0, rows), y.index_select(0, rows), weights, biases, lr));
+    costs[k].copy_(sgd_step_unfused(x.index_select(0, rows), y.index_select(0, rows), weights, biases, lr,
+                                    cross_entropy, weight_decay));
   }
   return costs;
 }
@@ -294,10 +311,12 @@ at::Tensor sgd_epoch_unfused(const at::Tensor& x, const at::Tensor& y, at::Tenso
 }  // namespace
 
 at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
-                                    at::TensorList biases, double lr) {
+                                    at::TensorList biases, double lr, c10::string_view cost,
+                                    double weight_decay) {
   check_sigmoid_mlp_sgd_step("sgd_step", x, y, weights, biases);
+  const bool cross_entropy = check_sgd_rule("sgd_step", cost, weight_decay);
   if (shares_memory(x, y, weights, biases)) {
-    return sgd_step_unfused(x, y, weights, biases, lr);
+    return sgd_step_unfused(x, y, weights, biases, lr, cross_entropy, weight_decay);
   }
   const auto x_c = x.contiguous();
   const auto y_c = y.contiguous();
@@ -305,23 +324,26 @@ at::Tensor sigmoid_mlp_sgd_step_cpu(const at::Tensor& x, const at::Tensor& y, at
   update_parameters(x, weights, biases, [&](auto net) {
     using T = typename decltype(net)::scalar;
     net.n = x.size(0);
-    const double cost = run_sgd_step<T>(net, x_c.data_ptr<T>(), y_c.data_ptr<T>(), static_cast<T>(lr));
-    *result.data_ptr<T>() = static_cast<T>(cost);
+    const double value = run_sgd_step<T>(net, x_c.data_ptr<T>(), y_c.data_ptr<T>(),
+                                         sgd_rule<T>(lr, cross_entropy, weight_decay));
+    *result.data_ptr<T>() = static_cast<T>(value);
   });
   return result;
 }
 
 at::Tensor sigmoid_mlp_sgd_epoch_cpu(const at::Tensor& x, const at::Tensor& y, at::TensorList weights,
                                      at::TensorList biases, double lr, int64_t batch_size,
-                                     const std::optional<at::Tensor>& perm) {
+                                     const std::optional<at::Tensor>& perm, c10::string_view cost,
+                                     double weight_decay) {
   check_sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm);
+  const bool cross_entropy = check_sgd_rule("sgd_epoch", cost, weight_decay);
   const bool shuffled = perm.has_value() && perm->defined();
   const auto order = shuffled ? perm->contiguous() : at::Tensor();
   const int64_t n = x.size(0);
   at::Tensor costs = empty_cpu({n == 0 ? 0 : (n - 1) / batch_size + 1}, x);   // ceil(n / batch), for any batch
   if (n == 0) return costs;                  // no step, no parameter changed
   if (shares_memory(x, y, weights, biases)) {
-    return sgd_epoch_unfused(x, y, weights, biases, lr, batch_size, order, costs);
+    return sgd_epoch_unfused(x, y, weights, biases, lr, cross_entropy, weight_decay, batch_size, order, costs);
   }
   // Rows are read where they lie, by index: only a tensor whose rows are themselves strided is copied.
   const auto x_c = x.stride(1) == 1 ? x : x.contiguous();
@@ -329,8 +351,8 @@ at::Tensor sigmoid_mlp_sgd_epoch_cpu(const at::Tensor& x, const at::Tensor& y, a
   update_parameters(x, weights, biases, [&](auto net) {
     using T = typename decltype(net)::scalar;
     run_sgd_epoch<T>(net, x_c.data_ptr<T>(), x_c.stride(0), y_c.data_ptr<T>(), y_c.stride(0),
-                     shuffled ? order.data_ptr<int64_t>() : nullptr, n, batch_size, static_cast<T>(lr),
-                     costs.data_ptr<T>());
+                     shuffled ? order.data_ptr<int64_t>() : nullptr, n, batch_size,
+                     sgd_rule<T>(lr, cross_entropy, weight_decay), costs.data_ptr<T>());
   });
   return costs;
 }

@@ -150,7 +150,7 @@ bool step_stays_on_one_thread(const Net<T>& net, int64_t batch) {
 // both ways (BENCHMARKS.md). The results are the same either way, bit for bit. The training runs on this thread.
 template <typename T>
 void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y_row, const int64_t* order,
-                    int64_t n, int64_t batch, T lr, T* costs) {
+                    int64_t n, int64_t batch, const SgdRule<T>& rule, T* costs) {
   const int64_t in = net.sizes[0], out = net.sizes[net.layers()];
   const bool gather = order != nullptr || x_row != in || y_row != out;
   const int64_t batches = n == 0 ? 0 : (n - 1) / batch + 1;
@@ -188,7 +188,7 @@ void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y
       yk = xb + net.n * in;
     }
     if (partnered) {
-      costs[k] = static_cast<T>(sgd_step_impl<T>(net, xk, yk, lr, nullptr, &partner));
+      costs[k] = static_cast<T>(sgd_step_impl<T>(net, xk, yk, rule, nullptr, &partner));
       ring->consumed(k);
       continue;
     }
@@ -196,19 +196,19 @@ void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y
     const int64_t next = start + net.n, next_n = std::min(batch, n - next);
     RowPrefetch<T>(y, y_row, out, order, next, next_n)(1, 1);      // the next targets: a line or two per row
     RowPrefetch<T> next_rows(x, x_row, in, order, next, next_n);    // the next inputs: during the forward
-    costs[k] = static_cast<T>(sgd_step_impl<T>(net, xk, yk, lr, &next_rows, nullptr));
+    costs[k] = static_cast<T>(sgd_step_impl<T>(net, xk, yk, rule, &next_rows, nullptr));
   }
 }
 
 }  // namespace
 
 void sgd_epoch(const Net<float>& net, const float* x, int64_t x_row, const float* y, int64_t y_row,
-               const int64_t* order, int64_t n, int64_t batch, float lr, float* costs) {
-  sgd_epoch_impl(net, x, x_row, y, y_row, order, n, batch, lr, costs);
+               const int64_t* order, int64_t n, int64_t batch, const SgdRule<float>& rule, float* costs) {
+  sgd_epoch_impl(net, x, x_row, y, y_row, order, n, batch, rule, costs);
 }
 void sgd_epoch(const Net<double>& net, const double* x, int64_t x_row, const double* y, int64_t y_row,
-               const int64_t* order, int64_t n, int64_t batch, double lr, double* costs) {
-  sgd_epoch_impl(net, x, x_row, y, y_row, order, n, batch, lr, costs);
+               const int64_t* order, int64_t n, int64_t batch, const SgdRule<double>& rule, double* costs) {
+  sgd_epoch_impl(net, x, x_row, y, y_row, order, n, batch, rule, costs);
 }
 
 }  // namespace BP_TORCH_CPU_NAMESPACE

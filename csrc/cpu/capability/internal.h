@@ -163,20 +163,21 @@ class RowPrefetch {
 template <typename T>
 void small_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z, RowPrefetch<T>* prefetch,
              Partner* partner);
-// G (out x in) = [G +] alpha Delta^T A, Delta (n x out), A (n x in).                   (1.1), as in (A) and (B)
+// G (out x in) = [beta G +] alpha Delta^T A, Delta (n x out), A (n x in).              (1.1), as in (A) and (B)
 template <typename T>
 void small_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev, bool accumulate,
-                  T* g, Partner* partner);
+                  T beta, T* g, Partner* partner);
 // D (n x in) = (Delta W) [* a (1 - a)], Delta (n x out), W (out x in); `a_prev` null: no sigma' factor (dC/dx).
 template <typename T>
 void small_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev, T* d,
                 Partner* partner);
 
-// One step of update_mini_batch on the mini-batch x (n rows), y; returns C = 1/2n sum_x ||y(x) - a^L(x)||^2 before
-// the update. `prefetch`, if given, runs during the first layer's product; `partner`, if given, takes a share of
-// each large product.
+// One step of update_mini_batch on the mini-batch x (n rows), y, with `update`'s cost, learning rate and weight
+// decay; returns the cost averaged over the mini-batch before the update (without the decay's L2 term). `prefetch`,
+// if given, runs during the first layer's product; `partner`, if given, takes a share of each large product.
 template <typename T>
-double sgd_step_impl(const Net<T>& net, const T* x, const T* y, T lr, RowPrefetch<T>* prefetch, Partner* partner);
+double sgd_step_impl(const Net<T>& net, const T* x, const T* y, const SgdRule<T>& rule, RowPrefetch<T>* prefetch,
+                     Partner* partner);
 
 // fn(begin, end) through Partner::split, whose jobs are plain function pointers: this instance, named in the
 // copy's namespace through F, calls the closure.

@@ -37,6 +37,22 @@ struct Net {
   bool has_biases() const { return biases != nullptr; }
 };
 
+// The cost a training step minimizes, averaged over its mini-batch: the quadratic C_x = 1/2 ||y - a^L||^2 or the
+// cross-entropy (3.1); and the weight decay of its update (3.4), W <- (1 - lr decay) W - lr dC/dW, biases not
+// decayed (decay = Nielsen's lambda / n_train, as torch.optim.SGD's weight_decay on the mean cost).
+enum class Cost { Quadratic, CrossEntropy };
+template <typename T>
+struct SgdRule {
+  T lr = 0;
+  Cost cost = Cost::Quadratic;
+  T weight_decay = 0;
+};
+
+// ln 0 in the cross-entropy cost (3.1), in the training step's kernels and the cost's own (csrc/cpu/
+// cross_entropy_cost.cpp): the Python backend's LOG_FLOOR (bp_torch/autograd.py), as in torch.nn.BCELoss, so 0 ln 0
+// is 0, as Nielsen's nan_to_num makes it.
+constexpr double kLogFloor = -100.0;
+
 // The CPU capabilities there are kernel copies for, in increasing order.
 enum class Capability { Default, Avx2, Avx512 };
 
@@ -50,10 +66,10 @@ const char* capability_name(Capability capability);
 // Z (n x out) = A (n x in) W^T.
 template <typename T>
 void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z);
-// G (out x in) = [G +] alpha Delta^T A.
+// G (out x in) = [beta G +] alpha Delta^T A.
 template <typename T>
 void blas_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev, bool accumulate,
-                 T* g);
+                 T beta, T* g);
 // D (n x in) = (Delta W) [* a (1 - a)]; a_prev null: no sigma' factor.
 template <typename T>
 void blas_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev, T* d);
@@ -64,14 +80,15 @@ void blas_grad_b(int64_t n, int64_t out, T alpha, const T* delta, bool accumulat
 [[noreturn]] void fail_out_of_memory(size_t elements);
 
 // The entry points of each copy: forward (acts[l] receives a^l), backward (gradients into grad_w / grad_b / grad_x,
-// each null when not wanted), one training step (returns the cost before the update) and one epoch.
+// each null when not wanted; from dC/da^L, or from delta^L = dC/dz^L itself with from_delta), one training step
+// (returns the cost before the update) and one epoch.
 #define BP_TORCH_DECLARE_KERNELS(T)                                                                                \
   void forward(const Net<T>& net, const T* x, T* const* acts);                                                     \
   void backward(const Net<T>& net, const T* grad_output, const T* x, const T* const* acts, T* const* grad_w,      \
-                T* const* grad_b, T* grad_x);                                                                      \
-  double sgd_step(const Net<T>& net, const T* x, const T* y, T lr);                                                \
+                T* const* grad_b, T* grad_x, bool from_delta);                                                     \
+  double sgd_step(const Net<T>& net, const T* x, const T* y, const SgdRule<T>& rule);                              \
   void sgd_epoch(const Net<T>& net, const T* x, int64_t x_row, const T* y, int64_t y_row, const int64_t* order,  \
-                 int64_t n, int64_t batch, T lr, T* costs);
+                 int64_t n, int64_t batch, const SgdRule<T>& rule, T* costs);
 
 namespace cpu_DEFAULT {
 BP_TORCH_DECLARE_KERNELS(float)

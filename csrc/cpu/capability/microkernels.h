@@ -100,13 +100,13 @@ BP_TORCH_INLINE void mm_nt(int64_t I, int64_t J, int64_t K, const T* A, int64_t 
   }
 }
 
-// C[i, k0 : k0 + CV N] = beta C + alpha sum_j A(i, j) B[j, k0 : ...] for RI rows of C: each step broadcasts one
+// C[i, k0 : k0 + CV N] = [beta C +] alpha sum_j A(i, j) B[j, k0 : ...] for RI rows of C: each step broadcasts one
 // A(i, j) against CV vectors of B's row j, so no horizontal sums are needed. A(i, j) = A[i * a_rs + j * a_cs] lets
 // the same loop read Delta (rows, for Delta W) or Delta^T (columns, for Delta^T A). With `sp` (the activations of
 // C's layer, laid out like C), the result is multiplied by sigma'(z) = a (1 - a) on the way out (1.2, 2.2).
-template <typename T, int N, int RI, int CV>
+template <typename T, int N, int RI, int CV, bool Decay>
 BP_TORCH_INLINE void axpy_block(int64_t J, T alpha, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
-                                int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
+                                int64_t ldb, bool accumulate, T beta, T* C, int64_t ldc, const T* sp) {
   using S = Simd<T, N>;
   using V = typename S::vec;
   V acc[RI][CV];
@@ -126,41 +126,48 @@ BP_TORCH_INLINE void axpy_block(int64_t J, T alpha, const T* A, int64_t a_rs, in
         const V a = S::load(sp + i * ldc + c * N);
         out *= a * (T(1) - a);
       }
-      if (accumulate) out += S::load(C + i * ldc + c * N);
+      if (accumulate) {
+        V old = S::load(C + i * ldc + c * N);
+        if constexpr (Decay) old *= beta;            // the weight decay's factor (3.4)
+        out += old;
+      }
       S::store(C + i * ldc + c * N, out);
     }
   }
 }
 
-template <typename T, int N, int RI, int CV>
+template <typename T, int N, int RI, int CV, bool Decay>
 BP_TORCH_INLINE void axpy_block_upto(int ri, int64_t J, T alpha, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
-                                     int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
+                                     int64_t ldb, bool accumulate, T beta, T* C, int64_t ldc, const T* sp) {
   if constexpr (RI > 1) {
-    if (ri < RI) return axpy_block_upto<T, N, RI - 1, CV>(ri, J, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
+    if (ri < RI) {
+      return axpy_block_upto<T, N, RI - 1, CV, Decay>(ri, J, alpha, A, a_rs, a_cs, B, ldb, accumulate, beta, C, ldc,
+                                                      sp);
+    }
   }
-  axpy_block<T, N, RI, CV>(J, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
+  axpy_block<T, N, RI, CV, Decay>(J, alpha, A, a_rs, a_cs, B, ldb, accumulate, beta, C, ldc, sp);
 }
 
 // The last K % N columns, in vectors of N/2, N/4, ... lanes, then one at a time: the hidden layer of
 // [784, 30, 10] has 30 = 16 + 8 + 4 + 2 columns.
-template <typename T, int H, int RI>
+template <typename T, int H, int RI, bool Decay>
 BP_TORCH_INLINE void axpy_tail(int ri, int64_t k, int64_t K, int64_t J, T alpha, const T* A_i, int64_t a_rs,
-                               int64_t a_cs, const T* B, int64_t ldb, bool accumulate, T* C_i, int64_t ldc,
+                               int64_t a_cs, const T* B, int64_t ldb, bool accumulate, T beta, T* C_i, int64_t ldc,
                                const T* sp_i) {
   if constexpr (H >= 1) {
     if (k + H <= K) {
-      axpy_block_upto<T, H, RI, 1>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, C_i + k, ldc,
+      axpy_block_upto<T, H, RI, 1, Decay>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, beta, C_i + k, ldc,
                                    sp_i ? sp_i + k : nullptr);
       k += H;
     }
-    axpy_tail<T, H / 2, RI>(ri, k, K, J, alpha, A_i, a_rs, a_cs, B, ldb, accumulate, C_i, ldc, sp_i);
+    axpy_tail<T, H / 2, RI, Decay>(ri, k, K, J, alpha, A_i, a_rs, a_cs, B, ldb, accumulate, beta, C_i, ldc, sp_i);
   }
 }
 
 // small_mm_axpy (internal.h) on vectors of N lanes.
-template <typename T, int N>
+template <typename T, int N, bool Decay>
 BP_TORCH_INLINE void mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs,
-                                   const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
+                                   const T* B, int64_t ldb, bool accumulate, T beta, T* C, int64_t ldc, const T* sp) {
   constexpr int RI = Blocks<T>::kAxpyRows, CV = Blocks<T>::kAxpyVectors;
   for (int64_t i = 0; i < I; i += RI) {
     const int ri = static_cast<int>(std::min<int64_t>(RI, I - i));
@@ -169,14 +176,14 @@ BP_TORCH_INLINE void mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* 
     const T* sp_i = sp ? sp + i * ldc : nullptr;
     int64_t k = 0;
     for (; k + CV * N <= K; k += CV * N) {
-      axpy_block_upto<T, N, RI, CV>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, C_i + k, ldc,
+      axpy_block_upto<T, N, RI, CV, Decay>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, beta, C_i + k, ldc,
                                     sp_i ? sp_i + k : nullptr);
     }
     for (; k + N <= K; k += N) {
-      axpy_block_upto<T, N, RI, 1>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, C_i + k, ldc,
+      axpy_block_upto<T, N, RI, 1, Decay>(ri, J, alpha, A_i, a_rs, a_cs, B + k, ldb, accumulate, beta, C_i + k, ldc,
                                    sp_i ? sp_i + k : nullptr);
     }
-    axpy_tail<T, N / 2, RI>(ri, k, K, J, alpha, A_i, a_rs, a_cs, B, ldb, accumulate, C_i, ldc, sp_i);
+    axpy_tail<T, N / 2, RI, Decay>(ri, k, K, J, alpha, A_i, a_rs, a_cs, B, ldb, accumulate, beta, C_i, ldc, sp_i);
   }
 }
 
@@ -189,13 +196,17 @@ BP_TORCH_INLINE void small_mm_nt(int64_t I, int64_t J, int64_t K, const T* A, in
   loops::mm_nt<T, kLanes<T>>(I, J, K, A, lda, B, ldb, C, ldc, prefetch);
 }
 
-// C (I x K) = [C +] alpha A B [* sigma'], A(i, j) = A[i * a_rs + j * a_cs] (I x J), B (J x K) row-major. A's two
+// C (I x K) = [beta C +] alpha A B [* sigma'], A(i, j) = A[i * a_rs + j * a_cs] (I x J), B (J x K) row-major. A's two
 // strides let the same loop read Delta (rows, for Delta W) or Delta^T (columns, for Delta^T A). With `sp` (the
 // activations of C's layer, laid out like C), the result is multiplied by sigma'(z) = a (1 - a) (1.2, 2.2).
 template <typename T>
 BP_TORCH_INLINE void small_mm_axpy(int64_t I, int64_t J, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs,
-                                   const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc, const T* sp) {
-  loops::mm_axpy<T, kLanes<T>>(I, J, K, alpha, A, a_rs, a_cs, B, ldb, accumulate, C, ldc, sp);
+                                   const T* B, int64_t ldb, bool accumulate, T beta, T* C, int64_t ldc, const T* sp) {
+  // A step without weight decay runs the loop without the multiplication by beta (a copy of its own).
+  if (accumulate && beta != T(1)) {
+    return loops::mm_axpy<T, kLanes<T>, true>(I, J, K, alpha, A, a_rs, a_cs, B, ldb, accumulate, beta, C, ldc, sp);
+  }
+  loops::mm_axpy<T, kLanes<T>, false>(I, J, K, alpha, A, a_rs, a_cs, B, ldb, accumulate, beta, C, ldc, sp);
 }
 
 }  // namespace BP_TORCH_CPU_NAMESPACE

@@ -60,9 +60,9 @@ void small_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T*
 
 template <typename T>
 void small_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev, bool accumulate,
-                  T* g, Partner* partner) {
+                  T beta, T* g, Partner* partner) {
   split_work(partner, n * in * out, out, Blocks<T>::kAxpyRows, [&](int64_t begin, int64_t end) {
-    small_mm_axpy<T>(end - begin, n, in, alpha, delta + begin, 1, out, a_prev, in, accumulate, g + begin * in, in,
+    small_mm_axpy<T>(end - begin, n, in, alpha, delta + begin, 1, out, a_prev, in, accumulate, beta, g + begin * in, in,
                      nullptr);
   });
 }
@@ -72,7 +72,7 @@ template <typename T>
 void small_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev, T* d,
                 Partner* partner) {
   split_work(partner, n * in * out, in, Blocks<T>::kAxpyVectors * kLanes<T>, [&](int64_t begin, int64_t end) {
-    small_mm_axpy<T>(n, out, end - begin, T(1), delta, out, 1, w + begin, in, false, d + begin, in,
+    small_mm_axpy<T>(n, out, end - begin, T(1), delta, out, 1, w + begin, in, false, T(1), d + begin, in,
                      a_prev ? a_prev + begin : nullptr);
   });
 }
@@ -87,11 +87,11 @@ BP_TORCH_INLINE void layer_z(int64_t n, int64_t in, int64_t out, const T* a_prev
 }
 template <typename T>
 BP_TORCH_INLINE void layer_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, const T* a_prev,
-                                  bool accumulate, T* g, Partner* partner) {
+                                  bool accumulate, T beta, T* g, Partner* partner) {
   if (n <= kMaxInOrderSamples && use_small(n, out, in)) {
-    return small_grad_w<T>(n, in, out, alpha, delta, a_prev, accumulate, g, partner);
+    return small_grad_w<T>(n, in, out, alpha, delta, a_prev, accumulate, beta, g, partner);
   }
-  blas_grad_w<T>(n, in, out, alpha, delta, a_prev, accumulate, g);
+  blas_grad_w<T>(n, in, out, alpha, delta, a_prev, accumulate, beta, g);
 }
 template <typename T>
 BP_TORCH_INLINE void layer_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev,
@@ -163,11 +163,12 @@ BP_TORCH_INLINE void forward_impl(const Net<T>& net, const T* x, T* const* acts,
 }
 
 // From delta^L (in delta_buf), downwards: dC/dW^l, dC/db^l, then delta^(l-1) with W^l as it was before this call
-// touched it. With `update`, the gradients go straight into the parameters, W <- W - lr dC/dW (alpha = -lr),
-// instead of into grad_w / grad_b. Deltas alternate between two buffers of max n * n_l.
+// touched it. With `update`, the gradients go straight into the parameters, W <- decay W - lr dC/dW (alpha = -lr,
+// decay = 1 - lr weight_decay, 3.4), b <- b - lr dC/db, instead of into grad_w / grad_b. Deltas alternate between
+// two buffers of max n * n_l.
 template <typename T>
 BP_TORCH_INLINE void backprop_impl(const Net<T>& net, const T* x, const T* const* acts, T* delta, T* delta_prev,
-                                   T alpha, bool update, T* const* grad_w, T* const* grad_b, T* grad_x,
+                                   T alpha, bool update, T decay, T* const* grad_w, T* const* grad_b, T* grad_x,
                                    Partner* partner = nullptr) {
   for (int64_t l = net.layers() - 1; l >= 0; --l) {
     const int64_t in = net.sizes[l], out = net.sizes[l + 1];
@@ -184,7 +185,8 @@ BP_TORCH_INLINE void backprop_impl(const Net<T>& net, const T* x, const T* const
     const bool grad_b_wanted = update ? net.has_biases() : grad_b != nullptr;
     const auto parameter_grads = [&] {
       if (grad_w_wanted) {
-        layer_grad_w<T>(net.n, in, out, alpha, delta, a_prev, update, update ? net.weights[l] : grad_w[l], partner);
+        layer_grad_w<T>(net.n, in, out, alpha, delta, a_prev, update, decay, update ? net.weights[l] : grad_w[l],
+                        partner);
       }
       if (grad_b_wanted) layer_grad_b<T>(net.n, out, alpha, delta, update, update ? net.biases[l] : grad_b[l]);
     };
@@ -202,9 +204,59 @@ BP_TORCH_INLINE void backprop_impl(const Net<T>& net, const T* x, const T* const
 
 }  // namespace
 
+// delta^L = dC/da^L * sigma'(z^L) = (a^L - y) a^L (1 - a^L) / n  (1.3, 1.2), averaged over the mini-batch; returns
+// sum_x C_x, C_x = 1/2 ||y(x) - a^L(x)||^2.
+template <typename T>
+BP_TORCH_INLINE double quadratic_output_error(int64_t n, int64_t out, const T* a, const T* y, T inv_n, T* delta) {
+  double cost = 0;
+  for (const auto i : c10::irange(n)) {
+    T sample_cost = 0;
+    for (const auto j : c10::irange(out)) {
+      const int64_t k = i * out + j;
+      const T err = a[k] - y[k];
+      sample_cost += err * err;
+      delta[k] = err * a[k] * (T(1) - a[k]) * inv_n;
+    }
+    cost += T(0.5) * sample_cost;                                    // C_x = 1/2 ||y(x) - a^L(x)||^2
+  }
+  return cost;
+}
+
+// delta^L = a^L - y over n (3.3): the cross-entropy's sigma'(z^L) in the denominator of (3.2) cancels the one of
+// (1.2). Returns sum_x C_x, C_x = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)] (3.1), each log at least kLogFloor,
+// as in the cost op (csrc/cpu/cross_entropy_cost.cpp, baseline code this copy does not call: kernels.h). Only the
+// mini-batch's total is wanted, so both run over its n x n_L outputs as one array, in whole vectors.
+//
+// Where every target of a vector is 0 or 1 (one-hot labels), the sum's term is one log, ln a or ln(1 - a), taken
+// in a single call: the step's logs are then half the work. ln(1 - a) is then log(1 - a) rather than log1p(-a):
+// they differ only for small a, by at most an ulp of 1 in 1 - a, where the term itself is about -a, so the cost
+// differs from the floored_logs formula by far less than its own rounding.
+template <typename T>
+BP_TORCH_INLINE double cross_entropy_output_error(int64_t n, int64_t out, const T* a, const T* y, T inv_n,
+                                                  T* delta) {
+  using Vec = at::vec::Vectorized<T>;
+  const int64_t size = n * out;
+  if (size == 0) return 0;
+  at::vec::map2([&](Vec act, Vec target) { return (act - target) * Vec(inv_n); }, delta, a, y, size);
+  const Vec floor(static_cast<T>(kLogFloor));
+  const T sum = at::vec::map2_reduce_all<T>(
+      [&](Vec act, Vec target) {
+        const Vec is_one = target == Vec(1);
+        if ((is_one | (target == Vec(0))).zero_mask() == 0) {
+          return at::vec::maximum(Vec::blendv(Vec(1) - act, act, is_one).log(), floor);
+        }
+        const Vec log_a = at::vec::maximum(act.log(), floor);
+        const Vec log_1ma = at::vec::maximum(act.neg().log1p(), floor);
+        return target * log_a + (Vec(1) - target) * log_1ma;
+      },
+      [](Vec u, Vec v) { return u + v; }, a, y, size);
+  return -static_cast<double>(sum);                                  // (3.1)
+}
+
 // One step of update_mini_batch (internal.h).
 template <typename T>
-double sgd_step_impl(const Net<T>& net, const T* x, const T* y, T lr, RowPrefetch<T>* prefetch, Partner* partner) {
+double sgd_step_impl(const Net<T>& net, const T* x, const T* y, const SgdRule<T>& rule, RowPrefetch<T>* prefetch,
+                     Partner* partner) {
   const int64_t L = net.layers();
   int64_t acts_size = 0, widest = 0;
   for (const auto l : c10::irange(L)) {
@@ -224,30 +276,24 @@ double sgd_step_impl(const Net<T>& net, const T* x, const T* y, T lr, RowPrefetc
 
   forward_impl<T>(net, x, acts, prefetch, partner);
 
-  // delta^L = dC/da^L * sigma'(z^L) = (a^L - y) a^L (1 - a^L) / n  (1.3, 1.2), averaged over the mini-batch.
   const int64_t out = net.sizes[L];
   const T* a = acts[L - 1];
   const T inv_n = T(1) / static_cast<T>(std::max<int64_t>(net.n, 1));
-  double cost = 0;
-  for (const auto i : c10::irange(net.n)) {
-    T sample_cost = 0;
-    for (const auto j : c10::irange(out)) {
-      const int64_t k = i * out + j;
-      const T err = a[k] - y[k];
-      sample_cost += err * err;
-      delta[k] = err * a[k] * (T(1) - a[k]) * inv_n;
-    }
-    cost += T(0.5) * sample_cost;                                    // C_x = 1/2 ||y(x) - a^L(x)||^2
-  }
-  backprop_impl<T>(net, x, acts, delta, delta_prev, -lr, /*update=*/true, nullptr, nullptr, nullptr, partner);
+  const double cost = rule.cost == Cost::CrossEntropy
+                          ? cross_entropy_output_error<T>(net.n, out, a, y, inv_n, delta)
+                          : quadratic_output_error<T>(net.n, out, a, y, inv_n, delta);
+  const T decay = T(1) - rule.lr * rule.weight_decay;                // (3.4) 1 - eta lambda / n
+  backprop_impl<T>(net, x, acts, delta, delta_prev, -rule.lr, /*update=*/true, decay, nullptr, nullptr, nullptr,
+                   partner);
   return cost / static_cast<double>(net.n);                          // NaN for an empty batch, as torch's mean
 }
 
 #define BP_TORCH_INSTANTIATE_PASSES(T)                                                                          \
   template void small_z<T>(int64_t, int64_t, int64_t, const T*, const T*, T*, RowPrefetch<T>*, Partner*);      \
-  template void small_grad_w<T>(int64_t, int64_t, int64_t, T, const T*, const T*, bool, T*, Partner*);          \
+  template void small_grad_w<T>(int64_t, int64_t, int64_t, T, const T*, const T*, bool, T, T*, Partner*);       \
   template void small_back<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, Partner*);           \
-  template double sgd_step_impl<T>(const Net<T>&, const T*, const T*, T, RowPrefetch<T>*, Partner*);
+  template double sgd_step_impl<T>(const Net<T>&, const T*, const T*, const SgdRule<T>&, RowPrefetch<T>*,         \
+                                   Partner*);
 BP_TORCH_INSTANTIATE_PASSES(float)
 BP_TORCH_INSTANTIATE_PASSES(double)
 #undef BP_TORCH_INSTANTIATE_PASSES
@@ -256,16 +302,21 @@ namespace {
 
 template <typename T>
 BP_TORCH_INLINE void backward_impl(const Net<T>& net, const T* grad_output, const T* x, const T* const* acts,
-                                   T* const* grad_w, T* const* grad_b, T* grad_x) {
+                                   T* const* grad_w, T* const* grad_b, T* grad_x, bool from_delta) {
   const int64_t L = net.layers();
   int64_t widest = 0;
   for (const auto l : c10::irange(L)) widest = std::max(widest, net.n * net.sizes[l + 1]);
   Workspace<T> workspace(2 * widest);
   T* delta = workspace.data();
-  // delta^L = dC/da^L * sigma'(z^L) = g a^L (1 - a^L)  (1.2)
+  // delta^L = dC/da^L * sigma'(z^L) = g a^L (1 - a^L)  (1.2), unless g is delta^L already
   const T* a = acts[L - 1];
-  for (const auto k : c10::irange(net.n * net.sizes[L])) delta[k] = grad_output[k] * a[k] * (T(1) - a[k]);
-  backprop_impl<T>(net, x, acts, delta, delta + widest, T(1), /*update=*/false, grad_w, grad_b, grad_x);
+  const int64_t count = net.n * net.sizes[L];
+  if (from_delta) {
+    std::copy(grad_output, grad_output + count, delta);
+  } else {
+    for (const auto k : c10::irange(count)) delta[k] = grad_output[k] * a[k] * (T(1) - a[k]);
+  }
+  backprop_impl<T>(net, x, acts, delta, delta + widest, T(1), /*update=*/false, T(1), grad_w, grad_b, grad_x);
 }
 
 }  // namespace
@@ -273,18 +324,18 @@ BP_TORCH_INLINE void backward_impl(const Net<T>& net, const T* grad_output, cons
 void forward(const Net<float>& net, const float* x, float* const* acts) { forward_impl(net, x, acts); }
 void forward(const Net<double>& net, const double* x, double* const* acts) { forward_impl(net, x, acts); }
 void backward(const Net<float>& net, const float* grad_output, const float* x, const float* const* acts,
-              float* const* grad_w, float* const* grad_b, float* grad_x) {
-  backward_impl(net, grad_output, x, acts, grad_w, grad_b, grad_x);
+              float* const* grad_w, float* const* grad_b, float* grad_x, bool from_delta) {
+  backward_impl(net, grad_output, x, acts, grad_w, grad_b, grad_x, from_delta);
 }
 void backward(const Net<double>& net, const double* grad_output, const double* x, const double* const* acts,
-              double* const* grad_w, double* const* grad_b, double* grad_x) {
-  backward_impl(net, grad_output, x, acts, grad_w, grad_b, grad_x);
+              double* const* grad_w, double* const* grad_b, double* grad_x, bool from_delta) {
+  backward_impl(net, grad_output, x, acts, grad_w, grad_b, grad_x, from_delta);
 }
-double sgd_step(const Net<float>& net, const float* x, const float* y, float lr) {
-  return sgd_step_impl<float>(net, x, y, lr, nullptr, nullptr);
+double sgd_step(const Net<float>& net, const float* x, const float* y, const SgdRule<float>& rule) {
+  return sgd_step_impl<float>(net, x, y, rule, nullptr, nullptr);
 }
-double sgd_step(const Net<double>& net, const double* x, const double* y, double lr) {
-  return sgd_step_impl<double>(net, x, y, lr, nullptr, nullptr);
+double sgd_step(const Net<double>& net, const double* x, const double* y, const SgdRule<double>& rule) {
+  return sgd_step_impl<double>(net, x, y, rule, nullptr, nullptr);
 }
 
 }  // namespace BP_TORCH_CPU_NAMESPACE
