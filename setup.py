@@ -11,6 +11,7 @@ No instruction set of the build machine is applied to the extension as a whole: 
 AVX2 and for AVX-512, each copy in its own namespace, chosen at run time from the CPU present. One build runs on any
 x86-64 CPU that torch runs on.
 """
+
 import glob
 import os
 import pathlib
@@ -31,10 +32,14 @@ IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 # The copies of the capability set beyond the baseline one, with the flags of ATen's own kernel copies of the same
 # name (CPU_CAPABILITY names the copy's namespace, in ours as in at::vec).
-CAPABILITIES = {
-    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2"],
-    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX512"],
-} if IS_X86_64 else {}
+CAPABILITIES = (
+    {
+        "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2"],
+        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX512"],
+    }
+    if IS_X86_64
+    else {}
+)
 
 
 def base_flags():
@@ -69,15 +74,17 @@ def write_build_info(extension):
     """bp_torch/_build_info.py records whether this build has the extension, so that an import that cannot find it
     can tell a deliberate pure-Python install (silent) from a broken one (a warning)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bp_torch", "_build_info.py")
-    text = ("# Written by setup.py at build time.\n"
-            "# Whether this build of bp_torch has its C++ extension (False: built with BP_TORCH_NO_EXT=1).\n"
-            f"EXTENSION = {extension}\n")
+    text = (
+        "# Written by setup.py at build time.\n"
+        "# Whether this build of bp_torch has its C++ extension (False: built with BP_TORCH_NO_EXT=1).\n"
+        f"EXTENSION = {extension}\n"
+    )
     try:
         if not os.path.exists(path) or pathlib.Path(path).read_text() != text:
             with open(path, "w") as f:
                 f.write(text)
     except OSError:
-        pass                                  # a read-only tree: the import then treats the extension as expected
+        pass  # a read-only tree: the import then treats the extension as expected
 
 
 def extension_build():
@@ -109,12 +116,14 @@ def extension_build():
                     sys.stdout.flush()
                     sys.stderr.flush()
                     saved = os.dup(1), os.dup(2)
-                    os.dup2(log.fileno(), 1)      # the compilers' output, to find their first error in
+                    os.dup2(log.fileno(), 1)  # the compilers' output, to find their first error in
                     os.dup2(log.fileno(), 2)
                     try:
                         with ThreadPoolExecutor(len(jobs)) as pool:
-                            futures = [pool.submit(compile_sources, files, output_dir=folder, extra_postargs=args,
-                                                   **kwargs) for files, folder, args in jobs]
+                            futures = [
+                                pool.submit(compile_sources, files, output_dir=folder, extra_postargs=args, **kwargs)
+                                for files, folder, args in jobs
+                            ]
                             errors = [f.exception() for f in futures]
                     finally:
                         os.dup2(saved[0], 1)
@@ -131,7 +140,8 @@ def extension_build():
                         print(f"bp_torch: compiling the C++ extension failed: {first}", file=sys.stderr)
                         raise CompileError(
                             f"bp_torch: compiling the C++ extension failed: {first}\n"
-                            "(BP_TORCH_NO_EXT=1 installs bp_torch without it, on the Python backend)")
+                            "(BP_TORCH_NO_EXT=1 installs bp_torch without it, on the Python backend)"
+                        )
                     return [obj for future in futures for obj in future.result()]
 
             self.compiler.compile = compile_with_copies

@@ -28,6 +28,7 @@ Then it times 30 epochs of ``sgd_epoch`` on 60,000 samples, as ``train_digits.py
 the median and every run are printed (one 30-epoch run takes seconds, long enough for this shared machine to
 change pace in the middle of it).
 """
+
 import argparse
 import statistics
 import time
@@ -59,6 +60,7 @@ def torch_epoch(x, y):
             cost = 0.5 * ((model(x[index]) - y[index]) ** 2).sum(-1).mean()
             cost.backward()
             opt.step()
+
     return run
 
 
@@ -72,6 +74,7 @@ def autograd_epoch(x, y):
             opt.zero_grad()
             cost(net(x[index]), y[index]).backward()
             opt.step()
+
     return run
 
 
@@ -81,6 +84,7 @@ def sgd_step_loop_epoch(x, y):
     def run():
         for index in torch.randperm(len(x)).split(BATCH):
             net.sgd_step(x[index], y[index], LR)
+
     return run
 
 
@@ -104,6 +108,7 @@ def sgd_epoch_one_thread(x, y):
             net.sgd_epoch(x, y, LR, BATCH)
         finally:
             torch.set_num_threads(threads)
+
     return run
 
 
@@ -118,6 +123,7 @@ def sgd_step_op_floor(x, y):
     def run():
         for _ in steps:
             op(xb, yb, weights, biases, LR)
+
     return run
 
 
@@ -154,6 +160,7 @@ def jax_epoch(x, y):
         state["key"], k = jax.random.split(state["key"])
         state["params"], costs = epoch(state["params"], x_j, y_j, jax.random.permutation(k, len(x)))
         costs.block_until_ready()
+
     return run
 
 
@@ -181,11 +188,14 @@ def main():
     try:
         variants["jax"] = jax_epoch(x, y)
         import jax
+
         jax_note = f"jax {jax.__version__} on {jax.devices()[0].platform}"
     except ImportError:
         jax_note = "jax not importable: no jax row"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {jax_note}; {SIZES}, batch {BATCH}, "
-          f"{args.samples} samples, {args.rounds} rounds")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {jax_note}; {SIZES}, batch {BATCH}, "
+        f"{args.samples} samples, {args.rounds} rounds"
+    )
     results = compare(variants, "sgd_epoch", rounds=args.rounds, target_s=0)
     print("\n| way | s/epoch | / sgd_epoch |\n|---|---|---|")
     for name, (seconds, ratio) in results.items():
@@ -194,14 +204,17 @@ def main():
     print(f"- sgd_step loop / sgd_epoch = {results['sgd_step loop'][1]:.2f}x (bar >= 3x)")
     print(f"- autograd loop / sgd_epoch = {results['autograd loop'][1]:.2f}x (bar >= 10x)")
     print(f"- sgd_epoch / (n/b x sgd_step op) = {1 / results['n/b x sgd_step op'][1]:.2f}x (bar <= 1.3x)")
-    print(f"- sgd_epoch cross-entropy + L2 / sgd_epoch = {results['sgd_epoch, cross-entropy + L2'][1]:.2f}x "
-          "(bar <= 1.1x)")
+    print(
+        f"- sgd_epoch cross-entropy + L2 / sgd_epoch = {results['sgd_epoch, cross-entropy + L2'][1]:.2f}x (bar <= 1.1x)"
+    )
     if "jax" in results:
         print(f"- jax / sgd_epoch = {results['jax'][1]:.2f}x (bar >= 3x)")
 
     x, y = synthetic_data(args.full_samples, seed=1)
-    print(f"\n{args.epochs} epochs of sgd_epoch on {args.full_samples} samples (bar: under 2.5 s for 30 epochs of "
-          f"60000), {args.repeats} runs each, alternating:")
+    print(
+        f"\n{args.epochs} epochs of sgd_epoch on {args.full_samples} samples (bar: under 2.5 s for 30 epochs of "
+        f"60000), {args.repeats} runs each, alternating:"
+    )
     threads = torch.get_num_threads()
     counts = {f"{threads} threads": threads, "1 thread": 1}
     runs = {label: [] for label in counts}
@@ -209,7 +222,7 @@ def main():
         for label, n_threads in counts.items():
             torch.set_num_threads(n_threads)
             net = bp_torch.SigmoidMLP(SIZES)
-            net.sgd_epoch(x[:1000], y[:1000], LR, BATCH)          # warm up
+            net.sgd_epoch(x[:1000], y[:1000], LR, BATCH)  # warm up
             start = time.perf_counter()
             for _ in range(args.epochs):
                 net.sgd_epoch(x, y, LR, BATCH)
@@ -218,8 +231,10 @@ def main():
     steps = args.epochs * args.full_samples / BATCH
     for label, seconds in runs.items():
         median = statistics.median(seconds)
-        print(f"- {label}: median {median:.2f} s ({1e6 * median / steps:.1f} us/step); runs: "
-              + ", ".join(f"{s:.2f}" for s in seconds))
+        print(
+            f"- {label}: median {median:.2f} s ({1e6 * median / steps:.1f} us/step); runs: "
+            + ", ".join(f"{s:.2f}" for s in seconds)
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 The input requires grad (a layer inside a network), so the backward computes dC/dx, dC/dW and dC/db. float32,
 torch's default number of threads. Prints a markdown table for BENCHMARKS.md.
 """
+
 import argparse
 
 import torch
@@ -22,6 +23,7 @@ def step(model, x, grad_out):
         model.zero_grad(set_to_none=True)
         x.grad = None
         model(x).backward(grad_out)
+
     return run
 
 
@@ -29,6 +31,7 @@ def with_backend(name, fn):
     def run():
         bp_torch.set_backend(name)
         fn()
+
     return run
 
 
@@ -38,8 +41,11 @@ def main():
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backends {bp_torch.available_backends()}")
     print()
-    print("| (batch, in, out) | nn.Linear + nn.Sigmoid | " +
-          " | ".join(f"SigmoidLinear {b}" for b in bp_torch.available_backends()) + " |")
+    print(
+        "| (batch, in, out) | nn.Linear + nn.Sigmoid | "
+        + " | ".join(f"SigmoidLinear {b}" for b in bp_torch.available_backends())
+        + " |"
+    )
     print("|---|---|" + "---|" * len(bp_torch.available_backends()))
     for batch, n_in, n_out in SIZES:
         torch.manual_seed(0)

@@ -17,6 +17,7 @@ For the large case it also times the matrix products the step contains, as torch
 outputs (``gemms``), and reports the step's FLOP rate as a fraction of that rate: the machine's float32 matmul
 throughput on the same shapes, measured in the same run. Prints markdown tables.
 """
+
 import argparse
 
 import torch
@@ -38,6 +39,7 @@ def torch_step(sizes, x, y):
         cost = 0.5 * ((model(x) - y) ** 2).sum(-1).mean()
         cost.backward()
         opt.step()
+
     return run
 
 
@@ -52,6 +54,7 @@ def mlp_autograd_step(sizes, x, y, module_calls=True):
         opt.zero_grad()
         cost(network(x), y).backward()
         opt.step()
+
     return run
 
 
@@ -63,8 +66,9 @@ def trivial_graph_step(sizes, x, y):
 
     def run():
         opt.zero_grad()
-        torch.cat([p.view(-1) for p in params]).sum().backward()   # six nodes, an AccumulateGrad per parameter
+        torch.cat([p.view(-1) for p in params]).sum().backward()  # six nodes, an AccumulateGrad per parameter
         opt.step()
+
     return run
 
 
@@ -80,15 +84,16 @@ def step_gemms(sizes, n):
     products = []
     for l, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         a, w, delta = torch.rand(n, n_in), torch.rand(n_out, n_in), torch.rand(n, n_out)
-        products.append((a, w.T, torch.empty(n, n_out)))                  # forward
-        products.append((delta.T, a, torch.empty(n_out, n_in)))          # (1.1) dC/dW
+        products.append((a, w.T, torch.empty(n, n_out)))  # forward
+        products.append((delta.T, a, torch.empty(n_out, n_in)))  # (1.1) dC/dW
         if l > 0:
-            products.append((delta, w, torch.empty(n, n_in)))             # (2.3.2)
+            products.append((delta, w, torch.empty(n, n_in)))  # (2.3.2)
     flops = sum(2 * p[0].shape[0] * p[0].shape[1] * p[1].shape[1] for p in products)
 
     def run():
         for m1, m2, out in products:
             torch.mm(m1, m2, out=out)
+
     return run, flops
 
 
@@ -99,10 +104,13 @@ def overheads(rounds):
     sizes, n = CASES[0]
     torch.manual_seed(0)
     x, y = torch.rand(n, sizes[0]), torch.rand(n, sizes[-1])
-    variants = {"(1) torch": torch_step(sizes, x, y), "(2) SigmoidMLP": mlp_autograd_step(sizes, x, y),
-                "(2) without nn.Module.__call__": mlp_autograd_step(sizes, x, y, module_calls=False),
-                "(2) on an empty batch": mlp_autograd_step(sizes, x[:0], y[:0]),
-                "the same loop on a trivial graph": trivial_graph_step(sizes, x, y)}
+    variants = {
+        "(1) torch": torch_step(sizes, x, y),
+        "(2) SigmoidMLP": mlp_autograd_step(sizes, x, y),
+        "(2) without nn.Module.__call__": mlp_autograd_step(sizes, x, y, module_calls=False),
+        "(2) on an empty batch": mlp_autograd_step(sizes, x[:0], y[:0]),
+        "the same loop on a trivial graph": trivial_graph_step(sizes, x, y),
+    }
     r = compare(variants, "(1) torch", rounds=rounds)
     print(f"| {sizes}, batch {n} | time | vs (1) |")
     print("|---|---|---|")
@@ -121,6 +129,7 @@ def main():
         torch.set_num_threads(args.threads)
     if args.crossover:
         import crossover
+
         return crossover.main(args.rounds)
     if "cpp" not in bp_torch.available_backends():
         raise SystemExit("the C++ extension is not built")
@@ -134,8 +143,11 @@ def main():
     for sizes, n in CASES:
         torch.manual_seed(0)
         x, y = torch.rand(n, sizes[0]), torch.rand(n, sizes[-1])
-        variants = {"torch": torch_step(sizes, x, y), "SigmoidMLP": mlp_autograd_step(sizes, x, y),
-                    "sgd_step": mlp_sgd_step(sizes, x, y)}
+        variants = {
+            "torch": torch_step(sizes, x, y),
+            "SigmoidMLP": mlp_autograd_step(sizes, x, y),
+            "sgd_step": mlp_sgd_step(sizes, x, y),
+        }
         large = n * sizes[0] * sizes[1] > 1e7
         if large:
             variants["gemms"], flops = step_gemms(sizes, n)
@@ -144,7 +156,7 @@ def main():
         cells += [f"{r[k][0] * 1e6:.1f} us (**{1 / r[k][1]:.2f}x** faster)" for k in ("SigmoidMLP", "sgd_step")]
         if large:
             peak = flops / r["gemms"][0]
-            fraction = r["gemms"][1] / r["sgd_step"][1]       # median ratios, both against the same baseline
+            fraction = r["gemms"][1] / r["sgd_step"][1]  # median ratios, both against the same baseline
             cells.append(f"{flops / r['sgd_step'][0] / 1e9:.0f} of {peak / 1e9:.0f} GFLOP/s: **{fraction:.0%}**")
         else:
             cells.append("")

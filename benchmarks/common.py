@@ -1,5 +1,6 @@
 """Side-by-side timing: every variant runs in each round, in a shuffled order, and each round gives a ratio to
 the baseline. The median of those ratios is robust to a noisy, shared machine; absolute times are not."""
+
 import random
 import statistics
 import time
@@ -22,7 +23,7 @@ def calibrate(fn, target_s=0.01):
 def compare(variants, baseline, rounds=31, target_s=0.01, seed=0):
     """variants: {name: zero-arg callable}. Returns {name: (median seconds per call, median ratio to baseline)}."""
     for fn in variants.values():
-        fn()                                     # warm up: first-call allocations, lazy init
+        fn()  # warm up: first-call allocations, lazy init
     calls = calibrate(variants[baseline], target_s)
     order = list(variants)
     rng = random.Random(seed)
@@ -35,8 +36,10 @@ def compare(variants, baseline, rounds=31, target_s=0.01, seed=0):
             for _ in range(calls):
                 fn()
             times[name].append((time.perf_counter() - start) / calls)
-    return {name: (statistics.median(t), statistics.median(a / b for a, b in zip(t, times[baseline])))
-            for name, t in times.items()}
+    return {
+        name: (statistics.median(t), statistics.median(a / b for a, b in zip(t, times[baseline])))
+        for name, t in times.items()
+    }
 
 
 def plain_torch_mlp(sizes):

@@ -24,6 +24,7 @@ and output units start saturated; per epoch, the quadratic cost on the training 
 runs) and the test accuracy, each the mean over the seeds, training on the quadratic cost (eta 3.0) against the
 cross-entropy (eta 0.5).
 """
+
 import argparse
 import os
 import statistics
@@ -37,7 +38,7 @@ import bp_torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 from digits import data  # noqa: E402  (the example's own split)
 
-CONFIGS = [   # name, cost, eta, lambda, init
+CONFIGS = [  # name, cost, eta, lambda, init
     ("quadratic", "quadratic", 3.0, 0.0, "torch"),
     ("cross-entropy", "cross_entropy", 0.5, 0.0, "torch"),
     ("cross-entropy + L2", "cross_entropy", 0.5, 0.1, "torch"),
@@ -48,8 +49,12 @@ CONFIGS = [   # name, cost, eta, lambda, init
 def train(split, cost, eta, lmbda, init, seed, epochs, scale=1.0, every_epoch=False):
     """One run; returns the final test accuracy, and with ``every_epoch`` the (training-set quadratic cost, test
     accuracy) after each epoch."""
-    x_train, y_train, x_test, y_test = (scale * split["x_train"], split["y_train"], scale * split["x_test"],
-                                        split["y_test"])
+    x_train, y_train, x_test, y_test = (
+        scale * split["x_train"],
+        split["y_train"],
+        scale * split["x_test"],
+        split["y_test"],
+    )
     y_hot = torch.nn.functional.one_hot(y_train, 10).to(torch.float32)
     torch.manual_seed(seed)
     net = bp_torch.SigmoidMLP([64, 30, 10], init=init)
@@ -83,15 +88,22 @@ def main(argv=None):
     print(f"|{'-' * 36}|-----|--------|---------|--------------------:|---------------|")
     for name, cost, eta, lmbda, init in CONFIGS:
         accs = [100 * train(split, cost, eta, lmbda, init, seed, args.epochs)[0] for seed in range(args.seeds)]
-        print(f"| {name:<34} | {eta:<3g} | {lmbda:<6g} | {init:<7} | {statistics.mean(accs):18.2f}% | "
-              f"{min(accs):.2f}-{max(accs):.2f}% |", flush=True)
+        print(
+            f"| {name:<34} | {eta:<3g} | {lmbda:<6g} | {init:<7} | {statistics.mean(accs):18.2f}% | "
+            f"{min(accs):.2f}-{max(accs):.2f}% |",
+            flush=True,
+        )
 
-    print(f"\nlearning slowdown: init large, pixels x {args.scale:g}; per epoch the quadratic cost on the training set "
-          f"and the test accuracy, means over seeds 0-{args.seeds - 1}")
+    print(
+        f"\nlearning slowdown: init large, pixels x {args.scale:g}; per epoch the quadratic cost on the training set "
+        f"and the test accuracy, means over seeds 0-{args.seeds - 1}"
+    )
     runs = {}
     for cost, eta in (("quadratic", 3.0), ("cross_entropy", 0.5)):
-        histories = [train(split, cost, eta, 0.0, "large", seed, args.slowdown_epochs, args.scale, every_epoch=True)[1]
-                     for seed in range(args.seeds)]
+        histories = [
+            train(split, cost, eta, 0.0, "large", seed, args.slowdown_epochs, args.scale, every_epoch=True)[1]
+            for seed in range(args.seeds)
+        ]
         runs[cost] = [tuple(statistics.mean(v) for v in zip(*epoch)) for epoch in zip(*histories)]
     print("| epoch | quadratic (eta 3.0): C | test    | cross-entropy (eta 0.5): C | test    |")
     print("|------:|-----------------------:|--------:|---------------------------:|--------:|")

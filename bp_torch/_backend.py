@@ -10,6 +10,7 @@ The default is ``"cpp"`` when the extension is built, ``"python"`` otherwise; th
 variable overrides it at import, and :func:`~bp_torch.set_backend` at run time. ``with use_backend(name):`` chooses
 a backend for the code inside the block only, in this thread or asyncio task only, as torch's own modes are scoped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,8 +79,11 @@ def use_cpp(input: torch.Tensor) -> bool:
     """
     # is_cpu: a quarter of the cost of device.type. The transforms flag is one C call, is_compiling() two Python
     # calls, so it is asked only under a transform (this runs on every call of an op).
-    return ((_scoped.get() or _default) == "cpp" and input.is_cpu
-            and (not torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling()))
+    return (
+        (_scoped.get() or _default) == "cpp"
+        and input.is_cpu
+        and (not torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling())
+    )
 
 
 if os.environ.get("BP_TORCH_BACKEND"):

@@ -10,6 +10,7 @@ Two kinds of checks:
   same exception type (``ValueError`` for shapes, devices and options, ``TypeError`` for dtypes) with the same
   words, which tests/test_backends_agree.py checks on drawn inputs.
 """
+
 import math
 import numbers
 
@@ -17,8 +18,8 @@ import torch
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("none", "mean", "sum")
-COSTS = ("quadratic", "cross_entropy")          # the costs sgd_step and sgd_epoch minimise
-INITS = ("torch", "nielsen", "large")           # SigmoidLinear's and SigmoidMLP's initialisations
+COSTS = ("quadratic", "cross_entropy")  # the costs sgd_step and sgd_epoch minimise
+INITS = ("torch", "nielsen", "large")  # SigmoidLinear's and SigmoidMLP's initialisations
 
 
 def _check_dtype(op, tensors):
@@ -32,8 +33,9 @@ def _check_dtype(op, tensors):
             raise TypeError(f"{op}: {first_name} and {name} must have the same dtype, got {first.dtype} and {t.dtype}")
     for name, t in tensors[1:]:
         if t.device != first.device:
-            raise ValueError(f"{op}: {first_name} and {name} must be on the same device, "
-                             f"got {first.device} and {t.device}")
+            raise ValueError(
+                f"{op}: {first_name} and {name} must be on the same device, got {first.device} and {t.device}"
+            )
 
 
 def tensor(op, name, value, optional=False):
@@ -48,9 +50,8 @@ def tensor_list(op, name, values, optional=False):
     """``values`` must be a list or tuple of Tensors (entries may be None where ``optional``). A generator or a single
     tensor is refused rather than consumed or iterated row by row."""
     if not isinstance(values, (list, tuple)):
-        raise TypeError(f"{op}: {name} must be a list or tuple of tensors (one per layer), "
-                        f"got {type(values).__name__}")
-    for value in values:                   # a loop, not a generator: this runs on every call of an op
+        raise TypeError(f"{op}: {name} must be a list or tuple of tensors (one per layer), got {type(values).__name__}")
+    for value in values:  # a loop, not a generator: this runs on every call of an op
         if not isinstance(value, torch.Tensor) and not (optional and value is None):
             for l, value in enumerate(values):
                 tensor(op, f"{name}[{l}]", value, optional)
@@ -60,7 +61,7 @@ def learning_rate(op, lr):
     """The learning rate as a float: a real number (int, float, numpy scalar) or a one-element real tensor, finite and
     not negative (torch.optim.SGD refuses a negative one too). A NaN or infinite rate would silently turn every
     parameter into NaN."""
-    if type(lr) is float and 0 <= lr < math.inf:   # the common case, first: this runs once per mini-batch
+    if type(lr) is float and 0 <= lr < math.inf:  # the common case, first: this runs once per mini-batch
         return lr
     return _nonnegative_real(op, "lr", lr)
 
@@ -154,13 +155,16 @@ def sigmoid_linear(x, weight, bias):
     if x.dim() == 0:
         raise ValueError(f"{op}: input must have at least 1 dimension (*, in_features), got a 0-d tensor")
     if x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"{op}: input's last dimension must equal in_features={weight.shape[1]}, "
-                         f"got input shape {list(x.shape)} and weight shape {list(weight.shape)}")
+        raise ValueError(
+            f"{op}: input's last dimension must equal in_features={weight.shape[1]}, "
+            f"got input shape {list(x.shape)} and weight shape {list(weight.shape)}"
+        )
     tensors = [("input", x), ("weight", weight)]
     if bias is not None:
         if bias.dim() != 1 or bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"{op}: bias must have shape [{weight.shape[0]}] (out_features), "
-                             f"got shape {list(bias.shape)}")
+            raise ValueError(
+                f"{op}: bias must have shape [{weight.shape[0]}] (out_features), got shape {list(bias.shape)}"
+            )
         tensors.append(("bias", bias))
     _check_dtype(op, tensors)
 
@@ -171,8 +175,10 @@ def quadratic_cost(a, y, reduction, op="quadratic_cost"):
     if a.dim() == 0:
         raise ValueError(f"{op}: input must have at least 1 dimension (*, n_outputs), got a 0-d tensor")
     if a.shape != y.shape:
-        raise ValueError(f"{op}: input and target must have the same shape, "
-                         f"got input shape {list(a.shape)} and target shape {list(y.shape)}")
+        raise ValueError(
+            f"{op}: input and target must have the same shape, "
+            f"got input shape {list(a.shape)} and target shape {list(y.shape)}"
+        )
     _check_dtype(op, [("input", a), ("target", y)])
 
 
@@ -181,8 +187,10 @@ def sigmoid_linear_backward(grad_a, x, weight, a):
     sigmoid_linear(x, weight, None)
     out_shape = [*x.shape[:-1], weight.shape[0]]
     if list(a.shape) != out_shape or grad_a.shape != a.shape:
-        raise ValueError(f"sigmoid_linear_backward: grad_a and a must have shape {out_shape}, "
-                         f"got {list(grad_a.shape)} and {list(a.shape)}")
+        raise ValueError(
+            f"sigmoid_linear_backward: grad_a and a must have shape {out_shape}, "
+            f"got {list(grad_a.shape)} and {list(a.shape)}"
+        )
     if grad_a.dtype != x.dtype or a.dtype != x.dtype:
         raise TypeError("sigmoid_linear_backward: grad_a and a must have the input's dtype")
 
@@ -209,8 +217,10 @@ def quadratic_cost_backward(grad_cost, a, y, reduction, op="quadratic_cost"):
 def two_layer_quadratic_cost(x, w1, b1, w2, b2, y):
     sigmoid_linear(x, w1, b1)
     if w2.dim() != 2 or w2.shape[1] != w1.shape[0]:
-        raise ValueError(f"two_layer_quadratic_cost: w2 must have shape [n2, {w1.shape[0]}] to follow w1 of shape "
-                         f"{list(w1.shape)}, got {list(w2.shape)}")
+        raise ValueError(
+            f"two_layer_quadratic_cost: w2 must have shape [n2, {w1.shape[0]}] to follow w1 of shape "
+            f"{list(w1.shape)}, got {list(w2.shape)}"
+        )
     sigmoid_linear(x.new_empty(w1.shape[0]), w2, b2)
     expected_y = [*x.shape[:-1], w2.shape[0]]
     if list(y.shape) != expected_y:
@@ -222,8 +232,9 @@ def _sigmoid_mlp_layer_count(op, weights, biases):
     if len(weights) == 0:
         raise ValueError(f"{op}: weights must have at least one entry (one per layer), got none")
     if len(biases) not in (0, len(weights)):
-        raise ValueError(f"{op}: biases must be empty (no bias) or have one entry per layer ({len(weights)}), "
-                         f"got {len(biases)}")
+        raise ValueError(
+            f"{op}: biases must be empty (no bias) or have one entry per layer ({len(weights)}), got {len(biases)}"
+        )
 
 
 def _bias(biases, l):
@@ -236,8 +247,7 @@ def _check_chain(op, l, n_in, weight):
     """Layer l's in_features must be the width of what feeds it: the input for l = 0, else layer l-1's output."""
     if weight.shape[1] != n_in:
         source = "the input's last dimension" if l == 0 else "the previous layer's out_features"
-        raise ValueError(f"{op}: weights[{l}] must have in_features={n_in} ({source}), "
-                         f"got shape {list(weight.shape)}")
+        raise ValueError(f"{op}: weights[{l}] must have in_features={n_in} ({source}), got shape {list(weight.shape)}")
 
 
 def sigmoid_mlp(x, weights, biases, op="sigmoid_mlp"):
@@ -250,14 +260,17 @@ def sigmoid_mlp(x, weights, biases, op="sigmoid_mlp"):
     tensors = [("input", x)]
     for l, weight in enumerate(weights):
         if weight.dim() != 2:
-            raise ValueError(f"{op}: weights[{l}] must be 2-D (out_features, in_features), "
-                             f"got shape {list(weight.shape)}")
+            raise ValueError(
+                f"{op}: weights[{l}] must be 2-D (out_features, in_features), got shape {list(weight.shape)}"
+            )
         _check_chain(op, l, n_in, weight)
         tensors.append((f"weights[{l}]", weight))
         if _bias(biases, l) is not None:
             if biases[l].dim() != 1 or biases[l].shape[0] != weight.shape[0]:
-                raise ValueError(f"{op}: biases[{l}] must have shape [{weight.shape[0]}] (out_features), "
-                                 f"got shape {list(biases[l].shape)}")
+                raise ValueError(
+                    f"{op}: biases[{l}] must have shape [{weight.shape[0]}] (out_features), "
+                    f"got shape {list(biases[l].shape)}"
+                )
             tensors.append((f"biases[{l}]", biases[l]))
         n_in = weight.shape[0]
     _check_dtype(op, tensors)
@@ -275,14 +288,17 @@ def sigmoid_mlp_sgd_step(x, y, weights, biases, op="sgd_step"):
     for name, parameters in (("weights", weights), ("biases", biases)):
         for l, p in enumerate(parameters):
             if p is not None and any(stride == 0 and size > 1 for size, stride in zip(p.shape, p.stride())):
-                raise ValueError(f"{op}: {name}[{l}] has elements that share memory (an expanded tensor), "
-                                 f"which an in-place update cannot change one by one")
+                raise ValueError(
+                    f"{op}: {name}[{l}] has elements that share memory (an expanded tensor), "
+                    f"which an in-place update cannot change one by one"
+                )
     if x.shape[1] != weights[0].shape[1]:
         raise ValueError(f"{op}: x must have shape [batch, {weights[0].shape[1]}], got {list(x.shape)}")
     expected_y = [x.shape[0], weights[-1].shape[0]]
     if list(y.shape) != expected_y:
-        raise ValueError(f"{op}: y must have shape {expected_y} to match x of shape {list(x.shape)}, "
-                         f"got {list(y.shape)}")
+        raise ValueError(
+            f"{op}: y must have shape {expected_y} to match x of shape {list(x.shape)}, got {list(y.shape)}"
+        )
     _check_dtype(op, [("x", x), ("y", y), ("weight", weights[0])])
 
 
@@ -322,5 +338,7 @@ def permutation(op, perm):
     bad = (~in_range | repeat).nonzero()
     if len(bad):
         i = int(bad[0])
-        raise ValueError(f"{op}: perm must be a permutation of range({n}), got perm[{i}] = {int(perm[i])}"
-                         f"{', a repeat' if in_range[i] else ''}")
+        raise ValueError(
+            f"{op}: perm must be a permutation of range({n}), got perm[{i}] = {int(perm[i])}"
+            f"{', a repeat' if in_range[i] else ''}"
+        )

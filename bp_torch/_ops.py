@@ -8,6 +8,7 @@ backward runs the fused backward op; with ``create_graph=True`` it runs the op's
 here, which is :mod:`bp_torch.autograd`'s formula. Without the extension every handle here is None and
 :mod:`bp_torch._backend` offers the Python backend only.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,13 +40,18 @@ try:
 except ModuleNotFoundError as err:
     _C = None
     if _extension_expected():  # not built, or its build was lost: say so, once (module code runs once)
-        warnings.warn(f"bp_torch: the C++ extension is missing ({err}); using the Python backend. Reinstall "
-                      "bp_torch to build it (pip install --no-build-isolation .), or set BP_TORCH_NO_EXT=1 for "
-                      "a pure-Python install", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"bp_torch: the C++ extension is missing ({err}); using the Python backend. Reinstall "
+            "bp_torch to build it (pip install --no-build-isolation .), or set BP_TORCH_NO_EXT=1 for "
+            "a pure-Python install",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 except ImportError as err:  # built, but cannot load (an ABI mismatch, say): worth one warning
     _C = None
-    warnings.warn(f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning,
-                  stacklevel=2)
+    warnings.warn(
+        f"bp_torch: the C++ extension failed to load ({err}); using the Python backend", RuntimeWarning, stacklevel=2
+    )
 
 # The ops' overloads, looked up once: the ops run once per layer or network per mini-batch, where attribute lookups
 # per call show.
@@ -117,13 +123,13 @@ if _C is not None:
     def _sigmoid_mlp_sgd_step_fake(x, y, weights, biases, lr, cost="quadratic", weight_decay=0.0):
         _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
         _checks.sgd_rule("sgd_step", cost, weight_decay)
-        return x.new_empty(())                     # the cost; the parameters change in place, shapes unchanged
+        return x.new_empty(())  # the cost; the parameters change in place, shapes unchanged
 
     @torch.library.register_fake("bp_torch::sigmoid_mlp_sgd_epoch")
     def _sigmoid_mlp_sgd_epoch_fake(x, y, weights, biases, lr, batch_size, perm, cost="quadratic", weight_decay=0.0):
         _checks.sigmoid_mlp_sgd_epoch(x, y, weights, biases, batch_size, perm)
         _checks.sgd_rule("sgd_epoch", cost, weight_decay)
-        return x.new_empty(((x.shape[0] + batch_size - 1) // batch_size,))     # one cost per mini-batch
+        return x.new_empty(((x.shape[0] + batch_size - 1) // batch_size,))  # one cost per mini-batch
 
     # The differentiable twins of the backward ops are the Python backend's formulas, in torch ops that autograd
     # records (CompositeImplicitAutograd): a backward whose gradients need a graph (create_graph=True) takes them
@@ -148,7 +154,11 @@ if _C is not None:
     # Autocast: the kernels take float32 and float64 only, so the ops declare their casting. Under
     # torch.autocast (for example with dtype=torch.bfloat16) their floating-point inputs other than float64 are cast
     # to float32, and they compute and return float32, like the Python backend (see bp_torch.functional).
-    for _op in ("bp_torch::sigmoid_linear", "bp_torch::quadratic_cost", "bp_torch::cross_entropy_cost",
-                "bp_torch::sigmoid_mlp"):
+    for _op in (
+        "bp_torch::sigmoid_linear",
+        "bp_torch::quadratic_cost",
+        "bp_torch::cross_entropy_cost",
+        "bp_torch::sigmoid_mlp",
+    ):
         for _device_type in ("cpu", "cuda"):
             torch.library.register_autocast(_op, _device_type, torch.float32)

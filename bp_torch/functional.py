@@ -6,6 +6,7 @@ What kind of thing each argument is gets checked here, for both backends (:mod:`
 and devices are checked in C++ (``TORCH_CHECK``) on the C++ backend, so a call costs one dispatch, and here on the
 Python backend; both raise the same exceptions with the same messages.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,8 +35,15 @@ def _autocast_device_type(input):
 def _to_float32(device_type, *tensors) -> list:
     """Under autocast the ops compute in float32, as the C++ ops declare with ``register_autocast`` (see
     :mod:`bp_torch._ops`): floating-point tensors on the autocast device, other than float64, become float32."""
-    return [t.to(torch.float32) if isinstance(t, torch.Tensor) and t.is_floating_point()
-            and t.device.type == device_type and t.dtype != torch.float64 else t for t in tensors]
+    return [
+        t.to(torch.float32)
+        if isinstance(t, torch.Tensor)
+        and t.is_floating_point()
+        and t.device.type == device_type
+        and t.dtype != torch.float64
+        else t
+        for t in tensors
+    ]
 
 
 def sigmoid_linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -184,9 +192,9 @@ def sigmoid_mlp(input: Tensor, weights: Sequence[Tensor], biases: Sequence[Tenso
     _checks.tensor_list("sigmoid_mlp", "weights", weights)
     _checks.tensor_list("sigmoid_mlp", "biases", biases, optional=True)
     if _backend.use_cpp(input):
-        return _ops.sigmoid_mlp(input, weights, _op_biases(weights, biases))[-1]   # a^1 .. a^L; the node saves all
+        return _ops.sigmoid_mlp(input, weights, _op_biases(weights, biases))[-1]  # a^1 .. a^L; the node saves all
     device_type = _autocast_device_type(input)
-    if device_type is not None:                # as sigmoid_linear: float32 inside, autocast off
+    if device_type is not None:  # as sigmoid_linear: float32 inside, autocast off
         with torch.autocast(device_type, enabled=False):
             (input,) = _to_float32(device_type, input)
             return sigmoid_mlp(input, _to_float32(device_type, *weights), _to_float32(device_type, *biases))
@@ -201,18 +209,28 @@ def _op_biases(weights, biases):
     without a bias in a network whose other layers have one gets zeros, which is exact: z + 0 is z, and the zeros'
     gradient and update are thrown away."""
     missing = 0
-    for b in biases:                       # `None in biases` would call each tensor's __eq__
+    for b in biases:  # `None in biases` would call each tensor's __eq__
         missing += b is None
     if missing == 0:
         return biases
     if missing == len(biases):
         return []
-    return [b if b is not None else torch.zeros(w.shape[:1], dtype=w.dtype, device=w.device)
-            for w, b in zip(weights, biases)]
+    return [
+        b if b is not None else torch.zeros(w.shape[:1], dtype=w.dtype, device=w.device)
+        for w, b in zip(weights, biases)
+    ]
 
 
-def sgd_step(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
-             lr: float | Tensor, *, cost: str = "quadratic", weight_decay: float | Tensor = 0.0) -> Tensor:
+def sgd_step(
+    x: Tensor,
+    y: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    lr: float | Tensor,
+    *,
+    cost: str = "quadratic",
+    weight_decay: float | Tensor = 0.0,
+) -> Tensor:
     r"""One step of Nielsen's ``update_mini_batch`` on a chain of sigmoid layers, updating the tensors in place.
 
     Forward through every layer, back-propagation by (A)/(B) generalised, then
@@ -257,7 +275,7 @@ def sgd_step(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[T
         return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr, cost, weight_decay)
     _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
     if cost == "cross_entropy":
-        _checks.probabilities("sgd_step", "y", y)        # y's values, before any parameter changes
+        _checks.probabilities("sgd_step", "y", y)  # y's values, before any parameter changes
     if _backend.use_cpp(x):
         return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr, cost, weight_decay)
     with torch.no_grad():
@@ -274,9 +292,18 @@ def _check_epoch(x, y, weights, biases, batch_size, perm, cost):
         _checks.probabilities("sgd_epoch", "y", y)
 
 
-def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], lr: float | Tensor,
-              batch_size: int, perm: Tensor | None = None, *, cost: str = "quadratic",
-              weight_decay: float | Tensor = 0.0) -> Tensor:
+def sgd_epoch(
+    x: Tensor,
+    y: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    lr: float | Tensor,
+    batch_size: int,
+    perm: Tensor | None = None,
+    *,
+    cost: str = "quadratic",
+    weight_decay: float | Tensor = 0.0,
+) -> Tensor:
     r"""One epoch of Nielsen's SGD in one call: :func:`sgd_step` on every mini-batch of ``batch_size`` samples, in
     ``perm``'s order, updating the tensors in place.
 
@@ -327,10 +354,13 @@ def sgd_epoch(x: Tensor, y: Tensor, weights: Sequence[Tensor], biases: Sequence[
         # The epoch is then a loop of sgd_step ops, each with its own zeros.
         _check_epoch(x, y, weights, biases, batch_size, perm, cost)
         order = torch.arange(x.shape[0], device=x.device) if perm is None else perm
-        costs = [_ops.sgd_step(x[index], y[index], weights, _op_biases(weights, biases), lr, cost, weight_decay)
-                 for index in (order[start:start + batch_size] for start in range(0, x.shape[0], batch_size))]
+        costs = [
+            _ops.sgd_step(x[index], y[index], weights, _op_biases(weights, biases), lr, cost, weight_decay)
+            for index in (order[start : start + batch_size] for start in range(0, x.shape[0], batch_size))
+        ]
         return torch.stack(costs) if costs else x.new_empty(0)
     _check_epoch(x, y, weights, biases, batch_size, perm, cost)
     with torch.no_grad():
-        return sigmoid_mlp_sgd_epoch(x, y, weights, biases or [None] * len(weights), lr, batch_size, perm, cost,
-                                     weight_decay)
+        return sigmoid_mlp_sgd_epoch(
+            x, y, weights, biases or [None] * len(weights), lr, batch_size, perm, cost, weight_decay
+        )

@@ -1,4 +1,5 @@
 """Drop-in ``nn.Module`` s built on :mod:`bp_torch.functional`."""
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,15 @@ class SigmoidLinear(nn.Module):
 
     __constants__ = ["in_features", "out_features"]
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, init: str = "torch") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        init: str = "torch",
+    ) -> None:
         super().__init__()
         _checks.init_name("SigmoidLinear", init)
         self.init = init
@@ -75,7 +83,7 @@ class SigmoidLinear(nn.Module):
         """Draw the initial weights and bias by ``self.init`` (see the class's ``init``). ``"torch"`` is nn.Linear's
         own initialisation, so both layers draw the same numbers from the same seed."""
         if self.init == "torch":
-            nn.Linear.reset_parameters(cast(nn.Linear, self))      # it reads weight, bias and in_features only
+            nn.Linear.reset_parameters(cast(nn.Linear, self))  # it reads weight, bias and in_features only
             return
         # (3.5) "nielsen": w ~ N(0, 1/n_in), so z = w a + b has a variance near 1 for inputs of size ~1; "large":
         # w ~ N(0, 1). A layer with no inputs has no weights to draw.
@@ -83,7 +91,7 @@ class SigmoidLinear(nn.Module):
         with torch.no_grad():
             self.weight.normal_(0.0, std)
             if self.bias is not None:
-                self.bias.normal_(0.0, 1.0)                         # b ~ N(0, 1), for both
+                self.bias.normal_(0.0, 1.0)  # b ~ N(0, 1), for both
 
     def forward(self, input: Tensor) -> Tensor:
         """``sigmoid(input @ weight.T + bias)``: :func:`bp_torch.functional.sigmoid_linear` on this layer's parameters.
@@ -202,16 +210,26 @@ class SigmoidMLP(nn.Sequential):
         ['0.weight', '0.bias', '1.weight', '1.bias']
     """
 
-    def __init__(self, sizes: Iterable[int], bias: bool = True, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, init: str = "torch") -> None:
+    def __init__(
+        self,
+        sizes: Iterable[int],
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        init: str = "torch",
+    ) -> None:
         _checks.init_name("SigmoidMLP", init)
         sizes = list(sizes)
         if len(sizes) < 2:
             raise ValueError(f"SigmoidMLP: sizes must have at least 2 entries (input and output), got {sizes}")
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
             raise ValueError(f"SigmoidMLP: sizes must be non-negative integers, got {sizes}")
-        super().__init__(*(SigmoidLinear(n_in, n_out, bias=bias, device=device, dtype=dtype, init=init)
-                           for n_in, n_out in zip(sizes[:-1], sizes[1:])))
+        super().__init__(
+            *(
+                SigmoidLinear(n_in, n_out, bias=bias, device=device, dtype=dtype, init=init)
+                for n_in, n_out in zip(sizes[:-1], sizes[1:])
+            )
+        )
         self.sizes = sizes
 
     def _fused_parameters(self) -> tuple[list[Tensor], list[Tensor | None]] | None:
@@ -225,22 +243,31 @@ class SigmoidMLP(nn.Sequential):
         where ``nn.Module.__getattr__`` would look too, at a quarter of its cost. A bias is None for a layer
         without one.
         """
-        if (_module._global_forward_hooks or _module._global_forward_pre_hooks
-                or _module._global_backward_hooks or _module._global_backward_pre_hooks):
+        if (
+            _module._global_forward_hooks
+            or _module._global_forward_pre_hooks
+            or _module._global_backward_hooks
+            or _module._global_backward_pre_hooks
+        ):
             return None
         weights: list[Tensor] = []
         biases: list[Tensor | None] = []
-        for layer in self._modules.values():       # one loop: each comprehension would be a call of its own
-            if (type(layer) is not SigmoidLinear or layer._forward_hooks or layer._forward_pre_hooks
-                    or layer._backward_hooks or layer._backward_pre_hooks):
+        for layer in self._modules.values():  # one loop: each comprehension would be a call of its own
+            if (
+                type(layer) is not SigmoidLinear
+                or layer._forward_hooks
+                or layer._forward_pre_hooks
+                or layer._backward_hooks
+                or layer._backward_pre_hooks
+            ):
                 return None
             params = layer._parameters
-            weight = params["weight"] if "weight" in params else layer.weight   # noqa: SIM401 - get() would look up
+            weight = params["weight"] if "weight" in params else layer.weight  # noqa: SIM401 - get() would look up
             # layer.weight every time
             if weight is None:
                 return None
             weights.append(weight)
-            biases.append(params["bias"] if "bias" in params else layer.bias)   # noqa: SIM401
+            biases.append(params["bias"] if "bias" in params else layer.bias)  # noqa: SIM401
         return (weights, biases) if weights else None
 
     def forward(self, input: Tensor) -> Tensor:
@@ -270,8 +297,13 @@ class SigmoidMLP(nn.Sequential):
             if not isinstance(layer, SigmoidLinear) or type(layer).forward is not SigmoidLinear.forward:
                 raise ValueError(f"to_sequential: layer {name} ({type(layer).__name__}) is not a SigmoidLinear")
             weight = layer.weight.detach()
-            linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                               device=weight.device, dtype=weight.dtype)
+            linear = nn.Linear(
+                layer.in_features,
+                layer.out_features,
+                bias=layer.bias is not None,
+                device=weight.device,
+                dtype=weight.dtype,
+            )
             with torch.no_grad():
                 linear.weight.copy_(weight)
                 if layer.bias is not None:
@@ -286,12 +318,19 @@ class SigmoidMLP(nn.Sequential):
         sigmoid layer."""
         weights: list[Tensor] = []
         biases: list[Tensor | None] = []
-        for layer in self._modules.values():       # runs once per mini-batch: the checks first, messages on failure
+        for layer in self._modules.values():  # runs once per mini-batch: the checks first, messages on failure
             params = layer._parameters
             weight, bias = params.get("weight"), params.get("bias")
-            if (type(layer) is not SigmoidLinear or layer._forward_hooks or layer._forward_pre_hooks
-                    or layer._backward_hooks or layer._backward_pre_hooks or weight is None
-                    or not weight.requires_grad or (bias is not None and not bias.requires_grad)):
+            if (
+                type(layer) is not SigmoidLinear
+                or layer._forward_hooks
+                or layer._forward_pre_hooks
+                or layer._backward_hooks
+                or layer._backward_pre_hooks
+                or weight is None
+                or not weight.requires_grad
+                or (bias is not None and not bias.requires_grad)
+            ):
                 self._refuse(op)
             weights.append(weight)
             biases.append(bias)
@@ -305,25 +344,31 @@ class SigmoidMLP(nn.Sequential):
             where = f"{op}: layer {name} ({type(layer).__name__})"
             if type(layer) is not SigmoidLinear:
                 if isinstance(layer, SigmoidLinear) and parametrize.is_parametrized(layer):
-                    raise ValueError(f"{where} is parametrized (torch.nn.utils.parametrize): {op} updates tensors "
-                                     "in place and cannot update a computed weight; train it with autograd and "
-                                     "torch.optim")
-                raise ValueError(f"{where} is not a SigmoidLinear: {op} computes chains of SigmoidLinear layers "
-                                 "only; train this network with autograd and torch.optim")
+                    raise ValueError(
+                        f"{where} is parametrized (torch.nn.utils.parametrize): {op} updates tensors "
+                        "in place and cannot update a computed weight; train it with autograd and "
+                        "torch.optim"
+                    )
+                raise ValueError(
+                    f"{where} is not a SigmoidLinear: {op} computes chains of SigmoidLinear layers "
+                    "only; train this network with autograd and torch.optim"
+                )
             if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
-                raise ValueError(f"{where} has hooks, which {op} would not run; train it with autograd and "
-                                 "torch.optim")
+                raise ValueError(f"{where} has hooks, which {op} would not run; train it with autograd and torch.optim")
             for kind in ("weight", "bias"):
                 param = layer._parameters.get(kind)
                 if param is None and kind == "weight":
                     raise ValueError(f"{where} has no weight parameter")
                 if param is not None and not param.requires_grad:
-                    raise ValueError(f"{where}: its {kind} does not require grad (a frozen parameter), which "
-                                     f"torch.optim would leave unchanged and {op} would update")
+                    raise ValueError(
+                        f"{where}: its {kind} does not require grad (a frozen parameter), which "
+                        f"torch.optim would leave unchanged and {op} would update"
+                    )
         raise AssertionError("_refuse found nothing to refuse")
 
-    def sgd_step(self, x: Tensor, y: Tensor, lr: float | Tensor, *, cost: str = "quadratic",
-                 weight_decay: float | Tensor = 0.0) -> Tensor:
+    def sgd_step(
+        self, x: Tensor, y: Tensor, lr: float | Tensor, *, cost: str = "quadratic", weight_decay: float | Tensor = 0.0
+    ) -> Tensor:
         """One step of Nielsen's ``update_mini_batch`` on this network's own parameters, in place, without
         autograd: see :func:`bp_torch.functional.sgd_step`. ``cost``: ``"quadratic"`` or ``"cross_entropy"``;
         ``weight_decay``: ``torch.optim.SGD``'s, Nielsen's ``lambda / n`` (the weights decay, the biases do not).
@@ -336,9 +381,18 @@ class SigmoidMLP(nn.Sequential):
         """
         return F.sgd_step(x, y, *self._sgd_parameters("sgd_step"), lr, cost=cost, weight_decay=weight_decay)
 
-    def sgd_epoch(self, x: Tensor, y: Tensor, lr: float | Tensor, batch_size: int, shuffle: bool = True,
-                  generator: torch.Generator | None = None, *, cost: str = "quadratic",
-                  weight_decay: float | Tensor = 0.0) -> Tensor:
+    def sgd_epoch(
+        self,
+        x: Tensor,
+        y: Tensor,
+        lr: float | Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        *,
+        cost: str = "quadratic",
+        weight_decay: float | Tensor = 0.0,
+    ) -> Tensor:
         """One epoch of Nielsen's SGD on this network's own parameters, in place, without autograd: mini-batches of
         ``batch_size`` samples (the last one partial), in the order of ``torch.randperm(n, generator=generator)``
         when ``shuffle``, else in order, each step with :meth:`sgd_step`'s ``cost`` and ``weight_decay``. See

@@ -14,6 +14,7 @@
    gives the same gradients, to float64 rounding.
 3. Gradient descent, ``W <- W - eta * dC/dW`` with (A) and (B) as the gradients, drives the cost down.
 """
+
 import argparse
 import math
 
@@ -38,8 +39,9 @@ def learning_rate(text):
 
 parser = argparse.ArgumentParser(
     description="The chapter's two-layer network: equations (A) and (B) by two_layer_quadratic_cost's backward, "
-                "checked against torch autograd on the same network in plain torch ops, then gradient descent "
-                "with them.")
+    "checked against torch autograd on the same network in plain torch ops, then gradient descent "
+    "with them."
+)
 parser.add_argument("--eta", type=learning_rate, default=2.0, help="the learning rate; default: 2.0")
 parser.add_argument("--steps", type=positive_int, default=400, help="gradient-descent steps; default: 400")
 parser.add_argument("--seed", type=int, default=0, help="seeds the data and the weights; default: 0")

@@ -18,6 +18,7 @@ divided by their sum (the raw activations are printed too with ``--raw``).
 resizes it to the network's input (8x8 or 28x28, by averaging), and scales it to [0, 1] with the ink bright, as in the
 training data: an image whose border is bright (dark ink on white paper) is inverted first.
 """
+
 import argparse
 import os
 import sys
@@ -39,7 +40,7 @@ def load_model(path):
     except Exception as err:  # torch.load's errors for a file that is not one it wrote are of many kinds
         raise UserError(f"{not_ours} (torch.load cannot read it: {type(err).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != outputs.CHECKPOINT_FORMAT:
-        raise UserError(f"{not_ours} (it holds a {type(ckpt).__name__} without its \"format\")")
+        raise UserError(f'{not_ours} (it holds a {type(ckpt).__name__} without its "format")')
     try:
         net = outputs.plain_sequential(ckpt["sizes"])
         net.load_state_dict(ckpt["state_dict"])
@@ -77,15 +78,19 @@ def read_image(path, image_shape):
 def ascii_image(x, image_shape):
     shades = " .:-=+*#%@"
     rows = x.reshape(image_shape)
-    return "\n".join("    " + "".join(shades[min(int(v * len(shades)), len(shades) - 1)] * 2 for v in row)
-                     for row in rows.tolist())
+    return "\n".join(
+        "    " + "".join(shades[min(int(v * len(shades)), len(shades) - 1)] * 2 for v in row) for row in rows.tolist()
+    )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Predict digits with a checkpoint of examples/train_digits.py.")
     p.add_argument("checkpoint", help="the file that train_digits.py --save wrote")
-    p.add_argument("--image", metavar="PATH", help="an image file to classify instead of test images (needs "
-                                                   "matplotlib: pip install 'bp_torch[plot]')")
+    p.add_argument(
+        "--image",
+        metavar="PATH",
+        help="an image file to classify instead of test images (needs matplotlib: pip install 'bp_torch[plot]')",
+    )
     p.add_argument("--count", type=int, default=5, help="how many test images; default: 5")
     p.add_argument("--start", type=int, default=0, help="index of the first test image; default: 0")
     p.add_argument("--data-dir", metavar="ROOT", help="MNIST's root (MNIST checkpoints); default: the training one")
@@ -105,7 +110,7 @@ def main(argv=None):
             if not 0 <= args.start < n:
                 raise UserError(f"--start must be in [0, {n}), got {args.start}")
             stop = min(args.start + max(args.count, 1), n)
-            x, labels = dataset["x_test"][args.start:stop], dataset["y_test"][args.start:stop].tolist()
+            x, labels = dataset["x_test"][args.start : stop], dataset["y_test"][args.start : stop].tolist()
             names = [f"test image {i}" for i in range(args.start, stop)]
     except (UserError, OSError, RuntimeError) as err:
         detail = " ".join(str(err).split())  # one line, whatever the error
@@ -115,8 +120,10 @@ def main(argv=None):
     with torch.no_grad():
         out = net(x)
     probs = out / out.sum(dim=1, keepdim=True)
-    print(f"{args.checkpoint}: {ckpt['dataset']} network {ckpt['sizes']}, test accuracy at save "
-          f"{100 * ckpt['test_accuracy']:.2f}%")
+    print(
+        f"{args.checkpoint}: {ckpt['dataset']} network {ckpt['sizes']}, test accuracy at save "
+        f"{100 * ckpt['test_accuracy']:.2f}%"
+    )
     for name, label, xi, o, pr in zip(names, labels, x, out, probs):
         pred = int(pr.argmax())
         truth = "" if label is None else f"true {label}, " + ("right" if label == pred else "WRONG") + ", "

@@ -73,6 +73,7 @@ mini-batches of all ranks together are the k-th mini-batch of the single-process
 writes the outputs. ``--fused`` updates in place without autograd, which DDP cannot synchronise, so the two don't
 combine.
 """
+
 import json
 import os
 import sys
@@ -115,25 +116,39 @@ def train(args):
     net = build_model(sizes, args.seed, args.init)
     y_train_hot = torch.nn.functional.one_hot(y_train, 10).to(torch.float32)
     model = torch.nn.parallel.DistributedDataParallel(net) if args.ddp else net
-    cost = args.cost.replace("-", "_")                                # the library's name, "cross_entropy"
+    cost = args.cost.replace("-", "_")  # the library's name, "cross_entropy"
     cost_fn = bp_torch.CrossEntropyCost() if cost == "cross_entropy" else bp_torch.QuadraticCost()
     # L2: w <- (1 - eta lambda/n) w - eta dC/dw, torch.optim.SGD's weight_decay = lambda/n on the weights only
     weight_decay = args.lmbda / len(x_train)
-    optimizer = torch.optim.SGD([{"params": [layer.weight for layer in net], "weight_decay": weight_decay},
-                                 {"params": [layer.bias for layer in net], "weight_decay": 0.0}], lr=args.lr)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [layer.weight for layer in net], "weight_decay": weight_decay},
+            {"params": [layer.bias for layer in net], "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+    )
 
     def log(line):
         if rank == 0:
             tqdm.write(line)
 
     mode = f"{world_size} processes (DDP, gloo)" if args.ddp else "1 process"
-    log(f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images; network {sizes}, {args.cost} cost, "
+    log(
+        f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images; network {sizes}, {args.cost} cost, "
         f"init {args.init}, lambda {args.lmbda:g}, SGD batch {args.batch_size}, eta {args.lr}, {args.epochs} epochs; "
         f"backend {bp_torch.backend()}"
-        f"{', fused sgd_epoch' if args.fused else ''}; {mode}; seed {args.seed}")
+        f"{', fused sgd_epoch' if args.fused else ''}; {mode}; seed {args.seed}"
+    )
     n_batches = len(data.epoch_batches(len(x_train), args.batch_size, args.seed, 0, rank, world_size))
-    bar = tqdm(total=args.epochs * n_batches, unit="batch", desc="training", leave=False,
-               disable=rank != 0 or args.no_progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=args.epochs * n_batches,
+        unit="batch",
+        desc="training",
+        leave=False,
+        disable=rank != 0 or args.no_progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     history = []
     start = time.perf_counter()
     for epoch in range(args.epochs):
@@ -142,8 +157,9 @@ def train(args):
             # The same shuffle as epoch_batches' (DistributedSampler's randperm seeded with seed + epoch), and the
             # whole epoch of updates in one call, without autograd
             shuffle = torch.Generator().manual_seed(args.seed + epoch)
-            net.sgd_epoch(x_train, y_train_hot, args.lr, args.batch_size, generator=shuffle, cost=cost,
-                          weight_decay=weight_decay)
+            net.sgd_epoch(
+                x_train, y_train_hot, args.lr, args.batch_size, generator=shuffle, cost=cost, weight_decay=weight_decay
+            )
             bar.update(n_batches)
         else:
             # Stochastic gradient descent: for each mini-batch, the cost, back-propagation, the update
@@ -156,10 +172,19 @@ def train(args):
         if rank == 0:
             train_cost, train_acc, _ = outputs.evaluate(net, x_train, y_train, cost_fn=type(cost_fn)("sum"))
             _, test_acc, _ = outputs.evaluate(net, x_test, y_test)
-            history.append({"epoch": epoch + 1, "cost": train_cost, "train_accuracy": train_acc,
-                            "test_accuracy": test_acc, "seconds": seconds})
-            log(f"epoch {epoch + 1:{len(str(args.epochs))}d}/{args.epochs}  cost {train_cost:.5f}  "
-                f"train {100 * train_acc:6.2f}%  test {100 * test_acc:6.2f}%  ({seconds:.2f} s)")
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "cost": train_cost,
+                    "train_accuracy": train_acc,
+                    "test_accuracy": test_acc,
+                    "seconds": seconds,
+                }
+            )
+            log(
+                f"epoch {epoch + 1:{len(str(args.epochs))}d}/{args.epochs}  cost {train_cost:.5f}  "
+                f"train {100 * train_acc:6.2f}%  test {100 * test_acc:6.2f}%  ({seconds:.2f} s)"
+            )
     train_seconds = time.perf_counter() - start
     bar.close()
     if args.ddp:
@@ -168,14 +193,28 @@ def train(args):
         return None
 
     _, test_acc, test_pred = outputs.evaluate(net, x_test, y_test)
-    print(f"test accuracy {100 * test_acc:.2f}% ({round(test_acc * len(x_test))}/{len(x_test)}) after "
-          f"{args.epochs} epochs, {train_seconds:.1f} s of training")
+    print(
+        f"test accuracy {100 * test_acc:.2f}% ({round(test_acc * len(x_test))}/{len(x_test)}) after "
+        f"{args.epochs} epochs, {train_seconds:.1f} s of training"
+    )
     metrics = {
-        "dataset": args.dataset, "test_accuracy": test_acc, "train_seconds": train_seconds,
-        "epochs": args.epochs, "history": history,
-        "sizes": sizes, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "init": args.init,
-        "cost": args.cost, "lmbda": args.lmbda, "weight_decay": weight_decay, "input_scale": args.input_scale,
-        "backend": bp_torch.backend(), "fused": args.fused, "world_size": world_size,
+        "dataset": args.dataset,
+        "test_accuracy": test_acc,
+        "train_seconds": train_seconds,
+        "epochs": args.epochs,
+        "history": history,
+        "sizes": sizes,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "init": args.init,
+        "cost": args.cost,
+        "lmbda": args.lmbda,
+        "weight_decay": weight_decay,
+        "input_scale": args.input_scale,
+        "backend": bp_torch.backend(),
+        "fused": args.fused,
+        "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
     }
     if args.metrics_json:
@@ -183,10 +222,15 @@ def train(args):
             json.dump(metrics, f, indent=2)
             f.write("\n")
     if args.plot:
-        outputs.save_plot(args.plot, history, outputs.confusion_matrix(y_test, test_pred), net[0].weight.detach(),
-                          dataset["image_shape"],
-                          f"bp_torch {sizes} on {args.dataset}: {100 * test_acc:.2f}% test accuracy after "
-                          f"{args.epochs} epochs (batch {args.batch_size}, eta {args.lr})")
+        outputs.save_plot(
+            args.plot,
+            history,
+            outputs.confusion_matrix(y_test, test_pred),
+            net[0].weight.detach(),
+            dataset["image_shape"],
+            f"bp_torch {sizes} on {args.dataset}: {100 * test_acc:.2f}% test accuracy after "
+            f"{args.epochs} epochs (batch {args.batch_size}, eta {args.lr})",
+        )
     if args.save:
         outputs.save_checkpoint(args.save, net, sizes, dataset, test_acc, args)
     return metrics

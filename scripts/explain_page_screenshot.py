@@ -7,6 +7,7 @@ w^1_64 clicked (equation (B) generalised).
 Uses the browser the tests use (tests/headless_chromium.py: Playwright driving Debian's chromium), and fails if the
 page logs an error or asks for anything over the network.
 """
+
 import io
 import pathlib
 import sys
@@ -36,8 +37,14 @@ def screenshot(browser, report, lr, title, edge, out):
         problems = []
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.route("**/*", lambda route: route.continue_() if route.request.url == page_path.as_uri()
-                   else (problems.append(f"request: {route.request.url}"), route.abort()))
+        page.route(
+            "**/*",
+            lambda route: (
+                route.continue_()
+                if route.request.url == page_path.as_uri()
+                else (problems.append(f"request: {route.request.url}"), route.abort())
+            ),
+        )
         page.goto(page_path.as_uri())
         page.locator(f'.edge-hit[data-name="{edge}"]').dispatch_event("click")
         walk_titles = page.locator("#walk-title")
@@ -64,10 +71,15 @@ def main(out=IMAGES / "explain_page.png", deep_out=IMAGES / "explain_page_deep.p
     deep_report = bp_torch.explain(deep, torch.rand(4, dtype=torch.float64), torch.rand(3, dtype=torch.float64))
     with sync_playwright() as playwright:
         browser = headless_chromium.launch(playwright)
-        screenshot(browser, mazur, lr, "the worked example of Mazur, 'A Step by Step Backpropagation Example' (2015)",
-                   "w^1_11", out)
-        screenshot(browser, deep_report, 0.5, "random weights (nn.Linear's initialisation), seed 1", "w^1_64",
-                   deep_out)
+        screenshot(
+            browser,
+            mazur,
+            lr,
+            "the worked example of Mazur, 'A Step by Step Backpropagation Example' (2015)",
+            "w^1_11",
+            out,
+        )
+        screenshot(browser, deep_report, 0.5, "random weights (nn.Linear's initialisation), seed 1", "w^1_64", deep_out)
         browser.close()
 
 

@@ -2,6 +2,7 @@
 
 Mark a test ``@pytest.mark.backends("cpp")`` to run it on a subset of the backends only.
 """
+
 import pytest
 
 import bp_torch
@@ -32,7 +33,12 @@ def backend(request):
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
-    "ci", max_examples=250, derandomize=True, database=None, deadline=None, print_blob=True,
+    "ci",
+    max_examples=250,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.register_profile("thorough", settings.get_profile("ci"), max_examples=2500)

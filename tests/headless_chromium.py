@@ -4,14 +4,20 @@
 chromium with apt-get, and the tests launch that binary. BP_TORCH_CHROMIUM names another one.
 Also used by scripts/explain_page_screenshot.py, so that the README's screenshot comes from the same browser.
 """
+
 import os
 
 CHROMIUM = os.environ.get("BP_TORCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox",  # no sandbox: CI runs as root, where chromium's sandbox refuses to start
-    "--disable-gpu", "--no-first-run",
+    "--headless",
+    "--no-sandbox",  # no sandbox: CI runs as root, where chromium's sandbox refuses to start
+    "--disable-gpu",
+    "--no-first-run",
     # a test must not talk to the network: without these, chromium calls Google's servers at start
-    "--disable-quic", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 

@@ -1,4 +1,5 @@
 """Independent references: plain torch autograd (nn.functional.linear + torch.sigmoid) and numpy."""
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
     biases = [b.copy() for b in biases]
     costs = []
     for start in range(0, len(xs), batch_size):
-        batch = list(zip(xs[start:start + batch_size], ys[start:start + batch_size]))
+        batch = list(zip(xs[start : start + batch_size], ys[start : start + batch_size]))
         nabla_w = [np.zeros_like(w) for w in weights]
         nabla_b = [np.zeros_like(b) for b in biases]
         cost = 0.0
@@ -64,6 +65,7 @@ def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
 
 def assert_compiled_matches_eager(model, cost, x, y):
     """torch.compile(fullgraph=True) of cost(model(x), y): the same cost and parameter gradients as eager."""
+
     def step(x, y):
         return cost(model(x), y)
 
@@ -116,7 +118,7 @@ def numpy_network2_sgd(weights, biases, xs, ys, eta, batch_size, cost, lmbda, n)
     biases = [b.copy() for b in biases]
     trajectory = []
     for start in range(0, len(xs), batch_size):
-        batch = list(zip(xs[start:start + batch_size], ys[start:start + batch_size]))
+        batch = list(zip(xs[start : start + batch_size], ys[start : start + batch_size]))
         nabla_w = [np.zeros_like(w) for w in weights]
         nabla_b = [np.zeros_like(b) for b in biases]
         for x, y in batch:

@@ -1,4 +1,5 @@
 """The backend switch, the C++ ops' registration (opcheck), and torch.compile on each backend."""
+
 import os
 import subprocess
 import sys
@@ -79,8 +80,10 @@ def _opcheck_cases():
         (ops.sigmoid_linear.default, (x.detach(), w.detach().requires_grad_(), None)),
         (ops.sigmoid_linear.default, (torch.randn(2, 5, 4, **f64), w.detach(), b.detach())),
         (ops.sigmoid_linear_backward.default, (torch.randn(3, 2, **f64), x.detach(), w.detach(), a, [True] * 3)),
-        (ops.sigmoid_linear_backward.default, (torch.randn(3, 2, **f64), x.detach(), w.detach(), a,
-                                               [False, True, False])),
+        (
+            ops.sigmoid_linear_backward.default,
+            (torch.randn(3, 2, **f64), x.detach(), w.detach(), a, [False, True, False]),
+        ),
         (ops.quadratic_cost_backward.default, (torch.tensor(1.5, **f64), a, y, "mean", [True, True])),
         (ops.quadratic_cost_backward.default, (torch.rand(3, **f64), a, y, "none", [True, False])),
     ]
@@ -92,7 +95,7 @@ def _opcheck_cases():
 @pytest.mark.parametrize("case", range(10))
 def test_opcheck(case):
     op, args = _opcheck_cases()[case]
-    results = opcheck(op, args)   # schema, autograd registration, fake tensor, AOT dispatch: raises on failure
+    results = opcheck(op, args)  # schema, autograd registration, fake tensor, AOT dispatch: raises on failure
     assert set(results.values()) == {"SUCCESS"}
 
 
@@ -108,8 +111,11 @@ def test_compiled_autograd_matches_eager(network):
     """torch.compile with compiled autograd captures the backward too: each node's saved tensors and scalars go to
     dynamo (compiled_args), which traces the node's backward. The gradients equal the eager engine's."""
     torch.manual_seed(2)
-    model = bp_torch.SigmoidMLP([6, 5, 3]) if network == "SigmoidMLP" else \
-        torch.nn.Sequential(SigmoidLinear(6, 5), SigmoidLinear(5, 3))
+    model = (
+        bp_torch.SigmoidMLP([6, 5, 3])
+        if network == "SigmoidMLP"
+        else torch.nn.Sequential(SigmoidLinear(6, 5), SigmoidLinear(5, 3))
+    )
     cost = bp_torch.QuadraticCost()
     x, y = torch.randn(4, 6), torch.rand(4, 3)
 

@@ -7,6 +7,7 @@ updated parameters (float64: 1e-12), or raise the same exception with the same m
 also compared with an oracle written here from plain torch: autograd on copies of the parameters and
 ``torch.optim.SGD``, with the gradients taken at the values before the step and summed over every use of a tensor.
 """
+
 import asyncio
 import copy
 import math
@@ -29,8 +30,10 @@ import bp_torch
 from bp_torch import functional
 
 # Each test runs both backends itself: generated once, and not at all without the C++ extension.
-pytestmark = [pytest.mark.backends("cpp"),
-              pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")]
+pytestmark = [
+    pytest.mark.backends("cpp"),
+    pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op"),
+]
 
 BACKENDS = ("python", "cpp")
 TOL = 1e-12
@@ -65,8 +68,9 @@ def assert_close(got, expected, tol=TOL):
 def assert_agree(results):
     """Both backends computed the same, or raised the same; returns the Python backend's value (None if raised)."""
     py, cpp = results["python"], results["cpp"]
-    assert py[0] == cpp[0], f"python: {py[1:] if py[0] == 'raised' else 'a value'}; cpp: " \
-                            f"{cpp[1:] if cpp[0] == 'raised' else 'a value'}"
+    assert py[0] == cpp[0], (
+        f"python: {py[1:] if py[0] == 'raised' else 'a value'}; cpp: {cpp[1:] if cpp[0] == 'raised' else 'a value'}"
+    )
     if py[0] == "raised":
         assert (py[1], py[2]) == (cpp[1], cpp[2])
         return None
@@ -87,6 +91,7 @@ def gen(seed):
 # SigmoidMLP as the nn.Sequential it is: edited networks
 # ----------------------------------------------------------------------------------------------------------------
 
+
 class Doubled(nn.Module):
     """A parametrization: the layer computes with 2 W."""
 
@@ -105,8 +110,17 @@ class ScaledSigmoidLinear(bp_torch.SigmoidLinear):
 # must compute; the others change what the network computes, which the fused op must not ignore and sgd_step must
 # refuse.
 CHAIN_EDITS = ["none", "tie-first-and-last"]
-OTHER_EDITS = ["append-linear", "append-identity", "append-subclass", "forward-hook", "forward-pre-hook",
-               "full-backward-hook", "parametrize", "spectral-norm", "subclass-layer"]
+OTHER_EDITS = [
+    "append-linear",
+    "append-identity",
+    "append-subclass",
+    "forward-hook",
+    "forward-pre-hook",
+    "full-backward-hook",
+    "parametrize",
+    "spectral-norm",
+    "subclass-layer",
+]
 
 
 @dataclass
@@ -120,13 +134,13 @@ class NetSpec:
 @st.composite
 def net_specs(draw, edits=CHAIN_EDITS + OTHER_EDITS):
     edit = draw(st.sampled_from(edits))
-    if edit == "tie-first-and-last":            # square layers, so one tensor can serve the first and the last
+    if edit == "tie-first-and-last":  # square layers, so one tensor can serve the first and the last
         width = draw(st.integers(1, 4))
         sizes = [width] * draw(st.integers(3, 4))
     else:
         sizes = draw(st.lists(st.integers(0, 5), min_size=2, max_size=4))
         if edit in ("parametrize", "spectral-norm") and 0 in sizes[:2]:
-            sizes[:2] = [max(n, 1) for n in sizes[:2]]   # spectral_norm cannot normalise an empty matrix
+            sizes[:2] = [max(n, 1) for n in sizes[:2]]  # spectral_norm cannot normalise an empty matrix
     biases = draw(st.lists(st.booleans(), min_size=len(sizes) - 1, max_size=len(sizes) - 1))
     return NetSpec(sizes, biases, edit, draw(seeds))
 
@@ -156,7 +170,8 @@ def build(spec, dtype=torch.float64):
         net[0].register_forward_pre_hook(lambda module, args: (args[0] * 2 + 1,))
     elif edit == "full-backward-hook":
         net[0].register_full_backward_hook(
-            lambda module, grad_input, grad_output: tuple(None if g is None else 5 * g for g in grad_input))
+            lambda module, grad_input, grad_output: tuple(None if g is None else 5 * g for g in grad_input)
+        )
     elif edit == "parametrize":
         parametrize.register_parametrization(net[0], "weight", Doubled())
     elif edit == "spectral-norm":
@@ -171,7 +186,7 @@ def data(spec, n, seed, dtype=torch.float64, layout="contiguous"):
         x = torch.randn(spec.sizes[0], n, generator=g, dtype=dtype).T
     elif layout == "sliced":
         x = torch.randn(2 * n, 2 * spec.sizes[0], generator=g, dtype=dtype)[::2, ::2]
-    width = {"append-linear": 3, "append-subclass": 2}.get(spec.edit, spec.sizes[-1])   # the appended module's
+    width = {"append-linear": 3, "append-subclass": 2}.get(spec.edit, spec.sizes[-1])  # the appended module's
     return x, torch.rand(n, width, generator=g, dtype=dtype)
 
 
@@ -179,13 +194,20 @@ def oracle_forward(net, x):
     """The network in plain torch, module by module, for networks without hooks or subclasses."""
     a = x
     for layer in net:
-        a = torch.sigmoid(TF.linear(a, layer.weight, layer.bias)) if isinstance(layer, bp_torch.SigmoidLinear) \
+        a = (
+            torch.sigmoid(TF.linear(a, layer.weight, layer.bias))
+            if isinstance(layer, bp_torch.SigmoidLinear)
             else layer(a)
+        )
     return a
 
 
-@given(spec=net_specs(), batch=st.lists(st.integers(0, 4), min_size=1, max_size=2).map(tuple),
-       layout=st.sampled_from(["contiguous", "transposed", "sliced"]), seed=seeds)
+@given(
+    spec=net_specs(),
+    batch=st.lists(st.integers(0, 4), min_size=1, max_size=2).map(tuple),
+    layout=st.sampled_from(["contiguous", "transposed", "sliced"]),
+    seed=seeds,
+)
 def test_module_forward_and_gradients_agree(spec, batch, layout, seed):
     def run():
         net = build(spec)
@@ -210,7 +232,7 @@ def test_module_forward_and_gradients_agree(spec, batch, layout, seed):
 
 def chunks(order, batch_size):
     """The mini-batches' indices, in order (none for an empty epoch)."""
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def oracle_sgd(net, x, y, lr):
@@ -292,6 +314,7 @@ def test_a_forward_hook_on_a_layer_runs_on_every_backend():
 # The functional sgd_step and sgd_epoch: tied weights, aliasing, mixed biases
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Recipe:
     """How the tensors of a step are made from a few leaf tensors, so that they share memory as drawn.
@@ -299,6 +322,7 @@ class Recipe:
     ``leaves``: shapes; ``weights[l] = (leaf, transposed)``; ``biases[l]``: a leaf or None; ``x`` and ``y``:
     ("own", shape) or ("view", leaf, shape), a view of a leaf's memory reshaped.
     """
+
     leaves: list
     weights: list
     biases: list
@@ -309,16 +333,19 @@ class Recipe:
 
 @st.composite
 def recipes(draw):
-    kind = draw(st.sampled_from(["independent", "one-tensor", "autoencoder", "x-is-a-weight", "x-views-a-bias",
-                                 "y-views-a-bias", "y-is-x"]))
+    kind = draw(
+        st.sampled_from(
+            ["independent", "one-tensor", "autoencoder", "x-is-a-weight", "x-views-a-bias", "y-views-a-bias", "y-is-x"]
+        )
+    )
     n = draw(st.integers(1, 4))
-    if kind == "one-tensor":                 # one square weight in every layer; biases shared or not
+    if kind == "one-tensor":  # one square weight in every layer; biases shared or not
         width, depth = draw(st.integers(1, 4)), draw(st.integers(2, 3))
         leaves = [(width, width), (width,), (width,)]
         weights = [(0, False)] * depth
         biases = [draw(st.sampled_from([None, 1, 2])) for _ in range(depth)]
         sizes = [width] * (depth + 1)
-    elif kind == "autoencoder":              # W and W.T: a tied autoencoder
+    elif kind == "autoencoder":  # W and W.T: a tied autoencoder
         k, m = draw(st.integers(1, 4)), draw(st.integers(1, 4))
         leaves = [(m, k), (m,), (k,)]
         weights = [(0, False), (0, True)]
@@ -326,7 +353,7 @@ def recipes(draw):
         sizes = [k, m, k]
     else:
         sizes = draw(st.lists(st.integers(0 if kind == "independent" else 1, 4), min_size=2, max_size=4))
-        if kind == "x-views-a-bias":         # the first bias holds n * sizes[0] numbers: x is a view of it
+        if kind == "x-views-a-bias":  # the first bias holds n * sizes[0] numbers: x is a view of it
             sizes[1] = n * sizes[0]
         if kind == "y-is-x":
             sizes[-1] = sizes[0]
@@ -347,7 +374,7 @@ def recipes(draw):
         x = ("view", biases[0], (n, sizes[0]))
     elif kind == "y-views-a-bias":
         x, y = ("own", (1, sizes[0])), ("view", biases[-1], (1, sizes[-1]))
-    elif kind == "y-is-x":                   # an autoencoder's target is its input: read twice, never written
+    elif kind == "y-is-x":  # an autoencoder's target is its input: read twice, never written
         y = ("x",)
     return Recipe(leaves, weights, biases, x, y, draw(seeds))
 
@@ -414,37 +441,59 @@ def test_functional_sgd_epoch_with_shared_memory_is_a_loop_of_oracle_steps(recip
     leaves, _, _, x, y = make_tensors(recipe)
     perm = order()
     # Each mini-batch is read when its step begins: x may be a view of a parameter that earlier steps changed.
-    costs = [oracle_step(recipe, leaves, x[index], y[index], 0.5)
-             for index in chunks(torch.arange(n) if perm is None else perm, batch_size)]
+    costs = [
+        oracle_step(recipe, leaves, x[index], y[index], 0.5)
+        for index in chunks(torch.arange(n) if perm is None else perm, batch_size)
+    ]
     assert_close(result, [torch.stack(costs), *leaves], tol=1e-10)
 
 
 def test_an_empty_epoch_changes_nothing_and_leaves_graphs_usable():
     for name in BACKENDS:
         net = bp_torch.SigmoidMLP([3, 2])
-        out = net(torch.rand(4, 3))              # a graph that saved the weights
+        out = net(torch.rand(4, 3))  # a graph that saved the weights
         with bp_torch.use_backend(name):
             costs = net.sgd_epoch(torch.empty(0, 3), torch.empty(0, 2), 0.5, 4)
         assert costs.shape == (0,)
-        out.sum().backward()                    # raises if a version counter moved
+        out.sum().backward()  # raises if a version counter moved
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Misuse: the same exception, with the same message, on both backends
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def small_net():
     g = gen(0)
-    return ([torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, generator=g, dtype=torch.float64)],
-            [torch.randn(3, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)],
-            torch.rand(5, 4, generator=g, dtype=torch.float64), torch.rand(5, 2, generator=g, dtype=torch.float64))
+    return (
+        [torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, generator=g, dtype=torch.float64)],
+        [torch.randn(3, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)],
+        torch.rand(5, 4, generator=g, dtype=torch.float64),
+        torch.rand(5, 2, generator=g, dtype=torch.float64),
+    )
 
 
 bad_numbers = st.one_of(
-    st.none(), st.booleans(), st.text(max_size=3), st.complex_numbers(max_magnitude=10), st.integers(-3, 3),
-    st.floats(-10, 10), st.sampled_from([math.nan, math.inf, -math.inf]), st.lists(st.floats(0, 1), max_size=2),
-    st.sampled_from([torch.tensor(0.5), torch.tensor([0.5]), torch.tensor([0.1, 0.2]), torch.tensor(1j),
-                     torch.tensor(True), torch.tensor(2), torch.empty(0)]))
+    st.none(),
+    st.booleans(),
+    st.text(max_size=3),
+    st.complex_numbers(max_magnitude=10),
+    st.integers(-3, 3),
+    st.floats(-10, 10),
+    st.sampled_from([math.nan, math.inf, -math.inf]),
+    st.lists(st.floats(0, 1), max_size=2),
+    st.sampled_from(
+        [
+            torch.tensor(0.5),
+            torch.tensor([0.5]),
+            torch.tensor([0.1, 0.2]),
+            torch.tensor(1j),
+            torch.tensor(True),
+            torch.tensor(2),
+            torch.empty(0),
+        ]
+    ),
+)
 
 
 @given(lr=bad_numbers)
@@ -459,11 +508,16 @@ def test_every_learning_rate_is_taken_or_refused_alike(lr):
         assert results["python"][1] in (TypeError, ValueError) and "lr" in results["python"][2]
 
 
-@given(batch_size=st.one_of(st.none(), st.booleans(), st.floats(-2, 2), st.integers(-2, 9), st.integers(2**60, 2**80)),
-       perm=st.one_of(st.none(), st.lists(st.integers(-1, 5), max_size=6),
-                      st.lists(st.integers(-1, 5), max_size=6).map(torch.tensor),
-                      st.permutations(range(5)).map(lambda p: torch.tensor(p, dtype=torch.int32)),
-                      st.permutations(range(5)).map(torch.tensor)))
+@given(
+    batch_size=st.one_of(st.none(), st.booleans(), st.floats(-2, 2), st.integers(-2, 9), st.integers(2**60, 2**80)),
+    perm=st.one_of(
+        st.none(),
+        st.lists(st.integers(-1, 5), max_size=6),
+        st.lists(st.integers(-1, 5), max_size=6).map(torch.tensor),
+        st.permutations(range(5)).map(lambda p: torch.tensor(p, dtype=torch.int32)),
+        st.permutations(range(5)).map(torch.tensor),
+    ),
+)
 def test_every_batch_size_and_perm_are_taken_or_refused_alike(batch_size, perm):
     def run():
         weights, biases, x, y = small_net()
@@ -532,9 +586,11 @@ def test_arguments_that_are_not_tensors_are_refused_alike(call):
 # vmap over the backward, small thread stacks, the scoped backend choice
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @given(sizes=st.lists(st.integers(1, 4), min_size=2, max_size=4), n=st.integers(1, 3), seed=seeds)
 def test_batched_gradients_agree_with_plain_torch(sizes, n, seed):
     """torch.autograd.grad(is_grads_batched=True) and jacobian(vectorize=True) run the backward under vmap."""
+
     def run():
         torch.manual_seed(seed)
         net = bp_torch.SigmoidMLP(sizes, dtype=torch.float64)
@@ -636,7 +692,7 @@ def test_asyncio_tasks_keep_their_own_choice():
     async def layer_on(name, started, other_started):
         with bp_torch.use_backend(name):
             started.set()
-            await other_started.wait()           # both blocks are open at once
+            await other_started.wait()  # both blocks are open at once
             return bp_torch.backend(), grad_fn_name()
 
     async def main():
@@ -657,7 +713,7 @@ def test_set_backend_stays_the_default_outside_blocks():
         thread = threading.Thread(target=lambda: seen.append(bp_torch.backend()))
         thread.start()
         thread.join()
-        assert seen == ["python"]               # the process-wide default, in every thread
+        assert seen == ["python"]  # the process-wide default, in every thread
     finally:
         bp_torch.set_backend("cpp")
 
@@ -676,13 +732,16 @@ def test_deepcopy_of_an_edited_network_still_agrees():
 # The next chapter: sgd_step and sgd_epoch with cost= (3.3) and weight_decay= (3.4), bad values included
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def oracle_chapter_three_sgd(net, x, y, lr, cost, weight_decay):
     """autograd + torch.optim.SGD with weight_decay on the weights' group and none on the biases' (3.4), on the
     quadratic cost or the cross-entropy (binary_cross_entropy summed over the outputs). Returns the cost before the
     step."""
     params = list(net.parameters())
-    groups = [{"params": [p for p in params if p.dim() == 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() == 1], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() == 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() == 1], "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.SGD([group for group in groups if group["params"]], lr=lr)
     optimizer.zero_grad()
     out = oracle_forward(net, x)
@@ -698,18 +757,26 @@ def oracle_chapter_three_sgd(net, x, y, lr, cost, weight_decay):
 def chapter_three_misuse(cost, weight_decay, y):
     """Whether these arguments must be refused: an unknown cost, a negative or NaN weight decay, or a cross-entropy
     target outside [0, 1]."""
-    return (cost not in ("quadratic", "cross_entropy") or not weight_decay >= 0
-            or (cost == "cross_entropy" and bool(((y < 0) | (y > 1)).any())))
+    return (
+        cost not in ("quadratic", "cross_entropy")
+        or not weight_decay >= 0
+        or (cost == "cross_entropy" and bool(((y < 0) | (y > 1)).any()))
+    )
 
 
 chapter_three_costs = st.sampled_from(["quadratic", "cross_entropy", "cross_entropy", "mse"])
 weight_decays = st.sampled_from([0.0, 0.01, 0.5, 0.5, -0.1, math.nan])
 
 
-@given(spec=net_specs(), n=st.integers(0, 5), cost=chapter_three_costs, weight_decay=weight_decays,
-       y_scale=st.sampled_from([1.0, 1.0, 2.0]), seed=seeds)
-def test_module_sgd_step_with_cost_and_weight_decay_agrees_with_the_oracle(spec, n, cost, weight_decay, y_scale,
-                                                                          seed):
+@given(
+    spec=net_specs(),
+    n=st.integers(0, 5),
+    cost=chapter_three_costs,
+    weight_decay=weight_decays,
+    y_scale=st.sampled_from([1.0, 1.0, 2.0]),
+    seed=seeds,
+)
+def test_module_sgd_step_with_cost_and_weight_decay_agrees_with_the_oracle(spec, n, cost, weight_decay, y_scale, seed):
     def run():
         net = build(spec)
         x, y = data(spec, n, seed)
@@ -730,10 +797,17 @@ def test_module_sgd_step_with_cost_and_weight_decay_agrees_with_the_oracle(spec,
     assert_close(result, [expected, *[p.detach() for p in net.parameters()]], tol=1e-10)
 
 
-@given(spec=net_specs(), n=st.integers(0, 7), batch_size=st.integers(1, 8), cost=chapter_three_costs,
-       weight_decay=weight_decays, seed=seeds)
-def test_module_sgd_epoch_with_cost_and_weight_decay_is_a_loop_of_oracle_steps(spec, n, batch_size, cost,
-                                                                               weight_decay, seed):
+@given(
+    spec=net_specs(),
+    n=st.integers(0, 7),
+    batch_size=st.integers(1, 8),
+    cost=chapter_three_costs,
+    weight_decay=weight_decays,
+    seed=seeds,
+)
+def test_module_sgd_epoch_with_cost_and_weight_decay_is_a_loop_of_oracle_steps(
+    spec, n, batch_size, cost, weight_decay, seed
+):
     def run():
         net = build(spec)
         x, y = data(spec, n, seed)
@@ -751,7 +825,9 @@ def test_module_sgd_epoch_with_cost_and_weight_decay_is_a_loop_of_oracle_steps(s
         assert result is None and results["python"][1] is ValueError, results["python"]
         return
     order = torch.randperm(n, generator=gen(seed))
-    costs = [oracle_chapter_three_sgd(net, x[index], y[index], 0.5, cost, weight_decay)
-             for index in chunks(order, batch_size)]
+    costs = [
+        oracle_chapter_three_sgd(net, x[index], y[index], 0.5, cost, weight_decay)
+        for index in chunks(order, batch_size)
+    ]
     expected_costs = torch.stack(costs) if costs else x.new_empty(0)
     assert_close(result, [expected_costs, *[p.detach() for p in net.parameters()]], tol=1e-10)

@@ -4,6 +4,7 @@ expected is missing.
 The clang test skips when clang++ is not installed, unless CI=true (.ci/run installs Debian's clang and libomp-dev,
 whose OpenMP headers clang's -fopenmp needs). Each build runs in a temporary copy of the tree.
 """
+
 import os
 import shutil
 import subprocess
@@ -17,8 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def copy_tree(tmp_path):
     """Tracked and untracked (not ignored) files of this checkout: its sources, without build outputs."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     tree = tmp_path / "tree"
     for name in filter(None, files):
         source = ROOT / name
@@ -29,9 +38,14 @@ def copy_tree(tmp_path):
 
 
 def build(tree, **env):
-    return subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree,
-                          env={**os.environ, "MAX_JOBS": os.environ.get("MAX_JOBS", "2"), **env},
-                          capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tree,
+        env={**os.environ, "MAX_JOBS": os.environ.get("MAX_JOBS", "2"), **env},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 CHECK = """
@@ -64,15 +78,22 @@ def test_builds_with_clang(tmp_path):
     tree = copy_tree(tmp_path)
     result = build(tree, CC="clang", CXX="clang++", LDSHARED="clang++ -shared")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    assert "clang" in result.stdout + result.stderr               # the compile lines name the compiler used
+    assert "clang" in result.stdout + result.stderr  # the compile lines name the compiler used
     library = next(tree.glob("bp_torch/_C*.so"))
     comment = subprocess.run(["readelf", "-p", ".comment", str(library)], capture_output=True, text=True).stdout
     assert "clang" in comment, comment
     from test_isa import VECTOR_COPY, vector_instructions
+
     outside = [f for f in vector_instructions(str(library)) if not VECTOR_COPY.search(f)]
     assert not outside, f"vector instructions in baseline code: {outside[:10]}"
-    check = subprocess.run([sys.executable, "-c", CHECK.format(tree=str(tree))], cwd=tmp_path,
-                           env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, timeout=600)
+    check = subprocess.run(
+        [sys.executable, "-c", CHECK.format(tree=str(tree))],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert check.returncode == 0 and "ok" in check.stdout, check.stdout + check.stderr
 
 
@@ -106,24 +127,29 @@ for w in caught:
 
 
 @pytest.mark.backends("python")
-@pytest.mark.parametrize("built_with_extension, no_ext_now, warns", [
-    (True, False, True),          # built with it, now missing: say so
-    (None, False, True),          # never built (no _build_info.py): the extension is expected
-    (False, False, False),        # built with BP_TORCH_NO_EXT=1: silent
-    (True, True, False),          # BP_TORCH_NO_EXT=1 at import: silent
-])
+@pytest.mark.parametrize(
+    "built_with_extension, no_ext_now, warns",
+    [
+        (True, False, True),  # built with it, now missing: say so
+        (None, False, True),  # never built (no _build_info.py): the extension is expected
+        (False, False, False),  # built with BP_TORCH_NO_EXT=1: silent
+        (True, True, False),  # BP_TORCH_NO_EXT=1 at import: silent
+    ],
+)
 def test_a_missing_extension_warns_once_unless_none_was_wanted(tmp_path, built_with_extension, no_ext_now, warns):
     package = tmp_path / "bp_torch"
-    shutil.copytree(ROOT / "bp_torch", package, ignore=shutil.ignore_patterns("_C*.so", "_build_info.py",
-                                                                            "__pycache__"))
+    shutil.copytree(
+        ROOT / "bp_torch", package, ignore=shutil.ignore_patterns("_C*.so", "_build_info.py", "__pycache__")
+    )
     if built_with_extension is not None:
         (package / "_build_info.py").write_text(f"EXTENSION = {built_with_extension}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("BP_TORCH_NO_EXT", "BP_TORCH_BACKEND")}
     env["PYTHONPATH"] = str(tmp_path)
     if no_ext_now:
         env["BP_TORCH_NO_EXT"] = "1"
-    result = subprocess.run([sys.executable, "-c", IMPORT], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "python"
@@ -131,8 +157,8 @@ def test_a_missing_extension_warns_once_unless_none_was_wanted(tmp_path, built_w
     if warns:
         assert len(ours) == 1, lines
         assert "RuntimeWarning" in ours[0] and "C++ extension is missing" in ours[0]
-        assert "No module named 'bp_torch._C'" in ours[0]          # the reason
-        assert "BP_TORCH_NO_EXT=1" in ours[0]                        # and the way to a pure-Python install
+        assert "No module named 'bp_torch._C'" in ours[0]  # the reason
+        assert "BP_TORCH_NO_EXT=1" in ours[0]  # and the way to a pure-Python install
     else:
         assert ours == [], lines
 
@@ -140,13 +166,26 @@ def test_a_missing_extension_warns_once_unless_none_was_wanted(tmp_path, built_w
 # Headers and names that change between torch releases without notice: autograd's node internals, dynamo's and
 # functorch's, ATen's detail namespace, and the autograd impl functions. The extension uses torch's public C++ API
 # only (torch::autograd::Function, the dispatcher, ATen's ops), so it builds against the next torch unchanged.
-INTERNAL_API = ["torch/csrc/autograd/functions/", "torch/csrc/dynamo/", "functorch", "at::detail::",
-                "torch::autograd::impl::", "impl::bump_version", "SavedVariable", "collect_next_edges"]
+INTERNAL_API = [
+    "torch/csrc/autograd/functions/",
+    "torch/csrc/dynamo/",
+    "functorch",
+    "at::detail::",
+    "torch::autograd::impl::",
+    "impl::bump_version",
+    "SavedVariable",
+    "collect_next_edges",
+]
 
 
 def test_the_extension_uses_only_torchs_public_cpp_api():
     sources = sorted(p for p in (ROOT / "csrc").rglob("*") if p.suffix in (".cpp", ".h", ".cu", ".cuh"))
     assert sources
-    found = [f"{p.relative_to(ROOT)}:{n}: {name}" for p in sources
-             for n, line in enumerate(p.read_text().splitlines(), 1) for name in INTERNAL_API if name in line]
+    found = [
+        f"{p.relative_to(ROOT)}:{n}: {name}"
+        for p in sources
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        for name in INTERNAL_API
+        if name in line
+    ]
     assert found == []

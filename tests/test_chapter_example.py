@@ -6,6 +6,7 @@ the number of published digits is kept. Mazur rounds his intermediates and updat
 biases), so each value is checked to the digits published with a tolerance of one unit in the last published
 digit. The network is also built here from the article's numbers, not taken from bp_torch.
 """
+
 import pathlib
 import re
 import subprocess
@@ -25,12 +26,20 @@ W2, B2 = [[0.40, 0.45], [0.50, 0.55]], 0.60
 ETA = 0.5
 
 PUBLISHED = {
-    "out_h1": "0.593269992", "out_h2": "0.596884378",
-    "out_o1": "0.75136507", "out_o2": "0.772928465",
+    "out_h1": "0.593269992",
+    "out_h2": "0.596884378",
+    "out_o1": "0.75136507",
+    "out_o2": "0.772928465",
     "E_total": "0.298371109",
     "dE/dw5": "0.082167041",
-    "w5+": "0.35891648", "w6+": "0.408666186", "w7+": "0.511301270", "w8+": "0.561370121",
-    "w1+": "0.149780716", "w2+": "0.19956143", "w3+": "0.24975114", "w4+": "0.29950229",
+    "w5+": "0.35891648",
+    "w6+": "0.408666186",
+    "w7+": "0.511301270",
+    "w8+": "0.561370121",
+    "w1+": "0.149780716",
+    "w2+": "0.19956143",
+    "w3+": "0.24975114",
+    "w4+": "0.29950229",
 }
 
 
@@ -61,9 +70,12 @@ def test_worked_example_through_the_api():
     w1_new = weights_before[0] - ETA * hidden.dC_dw
     w2_new = weights_before[1] - ETA * output.dC_dw
     values = {
-        "out_h1": hidden.a[0, 0].item(), "out_h2": hidden.a[0, 1].item(),
-        "out_o1": output.a[0, 0].item(), "out_o2": output.a[0, 1].item(),
-        "E_total": report.cost, "dE/dw5": output.dC_dw[0, 0].item(),
+        "out_h1": hidden.a[0, 0].item(),
+        "out_h2": hidden.a[0, 1].item(),
+        "out_o1": output.a[0, 0].item(),
+        "out_o2": output.a[0, 1].item(),
+        "E_total": report.cost,
+        "dE/dw5": output.dC_dw[0, 0].item(),
         **{f"w{i + 5}+": v for i, v in enumerate(w2_new.flatten().tolist())},
         **{f"w{i + 1}+": v for i, v in enumerate(w1_new.flatten().tolist())},
     }
@@ -77,6 +89,7 @@ def test_worked_example_through_the_api():
 
 def test_built_in_example_is_mazurs_network():
     from bp_torch.explain import mazur_example  # the module (bp_torch.explain itself is the function)
+
     model, x, y, lr = mazur_example()
     reference = mazur_net()
     for got, want in zip(model.state_dict().values(), reference.state_dict().values()):
@@ -92,20 +105,29 @@ def numbers_after(label, text):
 
 
 def test_worked_example_printed_by_the_cli(backend):
-    result = subprocess.run([sys.executable, "-m", "bp_torch.explain", "--backend", backend], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "bp_torch.explain", "--backend", backend],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     out_h = numbers_after("a^1 = sigma(z^1)", out)
     out_o = numbers_after("a^2 = sigma(z^2)", out)
     (e_total,) = numbers_after("\n          C ", out)
     # the first row of the (A) table: j=1, k=1, the three factors, their product, autograd, |diff|
-    table = out[out.index("(A)     dC/dw^2"):]
+    table = out[out.index("(A)     dC/dw^2") :]
     row = re.search(r"\n\s+1\s+1\s+(.*)", table).group(1).split()
     w1_new = numbers_after("w^1 <- w^1 - eta * dC/dw^1", out)
     w2_new = numbers_after("w^2 <- w^2 - eta * dC/dw^2", out)
     values = {
-        "out_h1": out_h[0], "out_h2": out_h[1], "out_o1": out_o[0], "out_o2": out_o[1], "E_total": e_total,
+        "out_h1": out_h[0],
+        "out_h2": out_h[1],
+        "out_o1": out_o[0],
+        "out_o2": out_o[1],
+        "E_total": e_total,
         "dE/dw5": float(row[3]),
         **{f"w{i + 5}+": v for i, v in enumerate(w2_new)},
         **{f"w{i + 1}+": v for i, v in enumerate(w1_new)},
@@ -122,8 +144,15 @@ _example_run = []
 def test_chapter_two_layer_example_runs_and_its_cost_falls():
     # two_layer_quadratic_cost always runs in Python, whatever the backend: run the script once, check it per backend
     if not _example_run:
-        _example_run.append(subprocess.run([sys.executable, str(ROOT / "examples" / "chapter_two_layer.py")],
-                                           cwd=ROOT, capture_output=True, text=True, timeout=120))
+        _example_run.append(
+            subprocess.run(
+                [sys.executable, str(ROOT / "examples" / "chapter_two_layer.py")],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        )
     result = _example_run[0]
     assert result.returncode == 0, result.stderr
     out = result.stdout

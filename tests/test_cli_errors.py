@@ -6,6 +6,7 @@ file that is not a checkpoint, a shape that does not fit, no matplotlib for a pi
 The explain runs pass the backend of the fixture (tests/conftest.py); the examples' errors come before any backend
 computes, so those run once, under "python".
 """
+
 import os
 import pathlib
 import re
@@ -31,8 +32,9 @@ def run(args, cwd=ROOT, hide_matplotlib=None):
         (fake / "__init__.py").write_text("raise ImportError(\"No module named 'matplotlib'\")\n")
         path.insert(0, str(hide_matplotlib))
     env["PYTHONPATH"] = os.pathsep.join(path)
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def explain(*args, backend, **kw):
@@ -58,15 +60,26 @@ def train_digits_checkpoint(path, sizes=(64, 30, 10), seed=0):
     finally:
         sys.path.remove(str(EXAMPLES))
     net = train_digits.build_model(list(sizes), seed)
-    torch.save({"format": train_digits.outputs.CHECKPOINT_FORMAT, "sizes": list(sizes),
-                "state_dict": net.to_sequential().state_dict(), "dataset": "digits", "image_shape": [8, 8],
-                "pixel_max": 16.0, "test_accuracy": 0.1, "args": {"data_dir": None}}, path)
+    torch.save(
+        {
+            "format": train_digits.outputs.CHECKPOINT_FORMAT,
+            "sizes": list(sizes),
+            "state_dict": net.to_sequential().state_dict(),
+            "dataset": "digits",
+            "image_shape": [8, 8],
+            "pixel_max": 16.0,
+            "test_accuracy": 0.1,
+            "args": {"data_dir": None},
+        },
+        path,
+    )
     return train_digits.outputs.plain_sequential(list(sizes)), net
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # python -m bp_torch.explain --checkpoint
 # --------------------------------------------------------------------------------------------------------------------
+
 
 def printed_vector(out, label):
     return [float(v) for v in re.search(re.escape(label) + r"\s+\[(.*)\]", out).group(1).split(",")]
@@ -78,8 +91,9 @@ def test_explain_takes_the_checkpoint_train_digits_saves(tmp_path, backend):
     train = run([EXAMPLES / "train_digits.py", "--epochs", 1, "--no-progress", "--backend", backend, "--save", path])
     assert train.returncode == 0, train.stderr
     saved = torch.load(path)
-    plain = nn.Sequential(*[m for i, o in zip(saved["sizes"], saved["sizes"][1:])
-                            for m in (nn.Linear(i, o).double(), nn.Sigmoid())])
+    plain = nn.Sequential(
+        *[m for i, o in zip(saved["sizes"], saved["sizes"][1:]) for m in (nn.Linear(i, o).double(), nn.Sigmoid())]
+    )
     plain.load_state_dict(saved["state_dict"])
     x = torch.linspace(0, 1, 64, dtype=torch.float64)
     result = explain("--checkpoint", path, "--input", *x.tolist(), backend=backend)
@@ -88,8 +102,12 @@ def test_explain_takes_the_checkpoint_train_digits_saves(tmp_path, backend):
     assert "train_digits.py --save, digits network [64, 30, 10]" in result.stdout
     with torch.no_grad():
         expected = plain(x)
-    torch.testing.assert_close(torch.tensor(printed_vector(result.stdout, "a^2 = sigma(z^2)"), dtype=torch.float64),
-                               expected, rtol=1e-9, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(printed_vector(result.stdout, "a^2 = sigma(z^2)"), dtype=torch.float64),
+        expected,
+        rtol=1e-9,
+        atol=0,
+    )
 
 
 def test_explain_takes_a_plain_sequential_state_dict(tmp_path, backend):
@@ -100,8 +118,12 @@ def test_explain_takes_a_plain_sequential_state_dict(tmp_path, backend):
     assert result.returncode == 0, result.stderr
     with torch.no_grad():
         expected = plain(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
-    torch.testing.assert_close(torch.tensor(printed_vector(result.stdout, "a^2 = sigma(z^2)"), dtype=torch.float64),
-                               expected, rtol=1e-9, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(printed_vector(result.stdout, "a^2 = sigma(z^2)"), dtype=torch.float64),
+        expected,
+        rtol=1e-9,
+        atol=0,
+    )
 
 
 def bad_checkpoints(tmp_path):
@@ -114,17 +136,23 @@ def bad_checkpoints(tmp_path):
     (tmp_path / "folder").mkdir()
 
 
-@pytest.mark.parametrize("name, message", [
-    ("missing.pt", "cannot read checkpoint {dir}/missing.pt: No such file or directory"),
-    ("folder", "cannot read checkpoint {dir}/folder: Is a directory"),
-    ("digit.png", "{dir}/digit.png is not a checkpoint that torch.load can read (UnpicklingError"),
-    ("list.pt", "{dir}/list.pt holds a list; expected the checkpoint of examples/train_digits.py --save or a "
-                "SigmoidMLP state_dict"),
-    ("keys.pt", "{dir}/keys.pt holds a dict with keys ['weight']; expected"),
-    ("chain.pt", "{dir}/chain.pt: '1.weight' takes 5 inputs but '0.weight' gives 4 outputs"),
-    ("bias.pt", "{dir}/bias.pt: '0.bias' must have shape [4] like '0.weight''s rows, got [3]"),
-    ("format.pt", "{dir}/format.pt holds a list; expected"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing.pt", "cannot read checkpoint {dir}/missing.pt: No such file or directory"),
+        ("folder", "cannot read checkpoint {dir}/folder: Is a directory"),
+        ("digit.png", "{dir}/digit.png is not a checkpoint that torch.load can read (UnpicklingError"),
+        (
+            "list.pt",
+            "{dir}/list.pt holds a list; expected the checkpoint of examples/train_digits.py --save or a "
+            "SigmoidMLP state_dict",
+        ),
+        ("keys.pt", "{dir}/keys.pt holds a dict with keys ['weight']; expected"),
+        ("chain.pt", "{dir}/chain.pt: '1.weight' takes 5 inputs but '0.weight' gives 4 outputs"),
+        ("bias.pt", "{dir}/bias.pt: '0.bias' must have shape [4] like '0.weight''s rows, got [3]"),
+        ("format.pt", "{dir}/format.pt holds a list; expected"),
+    ],
+)
 def test_explain_bad_checkpoint_is_one_line(tmp_path, backend, name, message):
     bad_checkpoints(tmp_path)
     result = explain("--checkpoint", tmp_path / name, backend=backend)
@@ -132,16 +160,19 @@ def test_explain_bad_checkpoint_is_one_line(tmp_path, backend, name, message):
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input", 0.1, 0.2, 0.3], "--input has 3 values, but network [2, 2, 2] has 2 inputs"),
-    (["--sizes", 3, 4, 2, "--target", 1], "--target has 1 value, but network [3, 4, 2] has 2 outputs"),
-    (["--lr", "nan"], "--lr must be a finite number >= 0, got nan"),
-    (["--lr", -1], "--lr must be a finite number >= 0, got -1.0"),
-    (["--plot", "no/such/folder/net.png"], "--plot no/such/folder/net.png: there is no folder no/such/folder"),
-    (["--html", "nowhere/page.html"], "--html nowhere/page.html: there is no folder nowhere"),
-    (["--input", "nan", 0.1, "--html", "{dir}/page.html"], "page.html not written: the page needs finite numbers"),
-    (["--sizes", 3, 0, 2], "--sizes: every layer needs at least one unit, got [3, 0, 2]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", 0.1, 0.2, 0.3], "--input has 3 values, but network [2, 2, 2] has 2 inputs"),
+        (["--sizes", 3, 4, 2, "--target", 1], "--target has 1 value, but network [3, 4, 2] has 2 outputs"),
+        (["--lr", "nan"], "--lr must be a finite number >= 0, got nan"),
+        (["--lr", -1], "--lr must be a finite number >= 0, got -1.0"),
+        (["--plot", "no/such/folder/net.png"], "--plot no/such/folder/net.png: there is no folder no/such/folder"),
+        (["--html", "nowhere/page.html"], "--html nowhere/page.html: there is no folder nowhere"),
+        (["--input", "nan", 0.1, "--html", "{dir}/page.html"], "page.html not written: the page needs finite numbers"),
+        (["--sizes", 3, 0, 2], "--sizes: every layer needs at least one unit, got [3, 0, 2]"),
+    ],
+)
 def test_explain_bad_arguments_are_one_line(tmp_path, backend, args, message):
     args = [str(a).format(dir=tmp_path) for a in args]
     result = explain(*args, backend=backend, cwd=tmp_path)
@@ -151,8 +182,9 @@ def test_explain_bad_arguments_are_one_line(tmp_path, backend, args, message):
 
 def test_explain_plot_without_matplotlib_names_the_extra(tmp_path, backend):
     result = explain("--plot", "net.png", backend=backend, cwd=tmp_path, hide_matplotlib=tmp_path / "fake")
-    assert_one_line_error(result, "python -m bp_torch.explain", "plotting needs matplotlib",
-                          "pip install 'bp_torch[plot]'")
+    assert_one_line_error(
+        result, "python -m bp_torch.explain", "plotting needs matplotlib", "pip install 'bp_torch[plot]'"
+    )
     assert result.stdout == "" and not (tmp_path / "net.png").exists()
     # and without --plot, matplotlib is not needed
     result = explain(backend=backend, cwd=tmp_path, hide_matplotlib=tmp_path / "fake")
@@ -160,9 +192,11 @@ def test_explain_plot_without_matplotlib_names_the_extra(tmp_path, backend):
 
 
 def test_report_plot_without_matplotlib_raises_import_error_naming_the_extra(tmp_path, backend):
-    code = ("import bp_torch\nfrom bp_torch.explain import mazur_example\n"
-            "r = bp_torch.explain(*mazur_example()[:3])\n"
-            "try:\n    r.plot('net.png')\nexcept ImportError as e:\n    print(e)\n")
+    code = (
+        "import bp_torch\nfrom bp_torch.explain import mazur_example\n"
+        "r = bp_torch.explain(*mazur_example()[:3])\n"
+        "try:\n    r.plot('net.png')\nexcept ImportError as e:\n    print(e)\n"
+    )
     result = run(["-c", code], cwd=tmp_path, hide_matplotlib=tmp_path / "fake")
     assert result.returncode == 0, result.stderr
     assert "explain: plotting needs matplotlib" in result.stdout and "bp_torch[plot]" in result.stdout
@@ -172,9 +206,12 @@ def test_report_plot_without_matplotlib_raises_import_error_naming_the_extra(tmp
 # The examples
 # --------------------------------------------------------------------------------------------------------------------
 
+
 @examples_only_once
-@pytest.mark.parametrize("script, expected", [
-    ("train_digits.py", "--save PATH"), ("predict_digits.py", "checkpoint"), ("chapter_two_layer.py", "--eta")])
+@pytest.mark.parametrize(
+    "script, expected",
+    [("train_digits.py", "--save PATH"), ("predict_digits.py", "checkpoint"), ("chapter_two_layer.py", "--eta")],
+)
 def test_every_example_answers_help(script, expected):
     result = run([EXAMPLES / script, "--help"])
     assert result.returncode == 0, result.stderr
@@ -196,15 +233,21 @@ def test_chapter_two_layer_options(tmp_path):
 
 
 @examples_only_once
-@pytest.mark.parametrize("name, message", [
-    ("missing.pt", "cannot read checkpoint {dir}/missing.pt: No such file or directory"),
-    ("digit.png", "{dir}/digit.png is not a checkpoint written by train_digits.py --save (torch.load cannot read "
-                  "it: UnpicklingError)"),
-    ("list.pt", "{dir}/list.pt is not a checkpoint written by train_digits.py --save (it holds a list"),
-    ("keys.pt", "{dir}/keys.pt is not a checkpoint written by train_digits.py --save (it holds a dict"),
-    ("format.pt", "{dir}/format.pt: the checkpoint's network does not load"),
-    ("folder", "cannot read checkpoint {dir}/folder: Is a directory"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing.pt", "cannot read checkpoint {dir}/missing.pt: No such file or directory"),
+        (
+            "digit.png",
+            "{dir}/digit.png is not a checkpoint written by train_digits.py --save (torch.load cannot read "
+            "it: UnpicklingError)",
+        ),
+        ("list.pt", "{dir}/list.pt is not a checkpoint written by train_digits.py --save (it holds a list"),
+        ("keys.pt", "{dir}/keys.pt is not a checkpoint written by train_digits.py --save (it holds a dict"),
+        ("format.pt", "{dir}/format.pt: the checkpoint's network does not load"),
+        ("folder", "cannot read checkpoint {dir}/folder: Is a directory"),
+    ],
+)
 def test_predict_digits_bad_checkpoint_is_one_line(tmp_path, name, message):
     bad_checkpoints(tmp_path)
     result = run([EXAMPLES / "predict_digits.py", tmp_path / name])
@@ -220,8 +263,10 @@ def test_predict_digits_bad_image_and_no_matplotlib(tmp_path):
     (tmp_path / "text.png").write_text("not an image")
     result = run([EXAMPLES / "predict_digits.py", tmp_path / "digits.pt", "--image", tmp_path / "text.png"])
     assert_one_line_error(result, "predict_digits.py", f"cannot read image {tmp_path}/text.png")
-    result = run([EXAMPLES / "predict_digits.py", tmp_path / "digits.pt", "--image", tmp_path / "text.png"],
-                 hide_matplotlib=tmp_path / "fake")
+    result = run(
+        [EXAMPLES / "predict_digits.py", tmp_path / "digits.pt", "--image", tmp_path / "text.png"],
+        hide_matplotlib=tmp_path / "fake",
+    )
     assert_one_line_error(result, "predict_digits.py", "--image needs matplotlib", "pip install 'bp_torch[plot]'")
     # the checkpoint itself is good: test images are predicted
     result = run([EXAMPLES / "predict_digits.py", tmp_path / "digits.pt", "--count", 2])
@@ -230,16 +275,22 @@ def test_predict_digits_bad_image_and_no_matplotlib(tmp_path):
 
 
 @examples_only_once
-@pytest.mark.parametrize("args, message", [
-    (["--save", "no/such/folder/digits.pt"], "--save no/such/folder/digits.pt: there is no folder no/such/folder"),
-    (["--metrics-json", "nowhere/m.json"], "--metrics-json nowhere/m.json: there is no folder nowhere"),
-    (["--plot", "p.png", "HIDE"], "--plot needs matplotlib"),
-    (["--epochs", 0], "train_digits.py: error: --epochs must be at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--save", "no/such/folder/digits.pt"], "--save no/such/folder/digits.pt: there is no folder no/such/folder"),
+        (["--metrics-json", "nowhere/m.json"], "--metrics-json nowhere/m.json: there is no folder nowhere"),
+        (["--plot", "p.png", "HIDE"], "--plot needs matplotlib"),
+        (["--epochs", 0], "train_digits.py: error: --epochs must be at least 1, got 0"),
+    ],
+)
 def test_train_digits_errors_come_before_training_in_one_line(tmp_path, args, message):
     hide = tmp_path / "fake" if "HIDE" in args else None
-    result = run([EXAMPLES / "train_digits.py", *[a for a in args if a != "HIDE"], "--no-progress"], cwd=tmp_path,
-                 hide_matplotlib=hide)
+    result = run(
+        [EXAMPLES / "train_digits.py", *[a for a in args if a != "HIDE"], "--no-progress"],
+        cwd=tmp_path,
+        hide_matplotlib=hide,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert message in result.stderr and not re.search(r"^epoch ", result.stdout, re.M)  # before the first epoch
     if "--epochs" not in args:  # argparse's own errors come after its usage line

@@ -1,5 +1,6 @@
 """cross_entropy_cost and CrossEntropyCost (3.1)-(3.3) against plain torch (binary_cross_entropy), numpy (Nielsen's
 CrossEntropyCost.fn), gradcheck and gradgradcheck, on every backend."""
+
 import re
 
 import numpy as np
@@ -18,8 +19,9 @@ import reference
 
 SHAPES = {"1d": (3,), "2d": (4, 3), "3d": (2, 4, 3), "empty-batch": (0, 3)}
 REDUCTIONS = ["mean", "sum", "none"]
-GRADCHECK_CASES = [(name, shape, r) for name, shape in SHAPES.items() for r in REDUCTIONS
-                   if not (shape[0] == 0 and r == "mean")]
+GRADCHECK_CASES = [
+    (name, shape, r) for name, shape in SHAPES.items() for r in REDUCTIONS if not (shape[0] == 0 and r == "mean")
+]
 
 
 def inside(shape, dtype=torch.float64, seed=0):
@@ -82,11 +84,13 @@ def test_saturated_outputs_give_finite_costs_and_gradients(dtype):
     torch.testing.assert_close(cost, torch.tensor([200.0], dtype=dtype))
     grad_a, grad_y = torch.autograd.grad(cost.sum(), (a, y))
     assert grad_a.isfinite().all() and grad_y.isfinite().all()
-    torch.testing.assert_close(grad_a[0, :2], torch.zeros(2, dtype=dtype))    # a = y: no error, no gradient
-    assert grad_a[0, 2] > 0 > grad_a[0, 3]                                    # pushed back towards y
+    torch.testing.assert_close(grad_a[0, :2], torch.zeros(2, dtype=dtype))  # a = y: no error, no gradient
+    assert grad_a[0, 2] > 0 > grad_a[0, 3]  # pushed back towards y
     right = cross_entropy_cost(a[:, :2], y[:, :2], "none")
-    np.testing.assert_array_equal(right.detach().numpy(), reference.numpy_cross_entropy(
-        a[:, :2].detach().double().numpy(), y[:, :2].detach().double().numpy()))
+    np.testing.assert_array_equal(
+        right.detach().numpy(),
+        reference.numpy_cross_entropy(a[:, :2].detach().double().numpy(), y[:, :2].detach().double().numpy()),
+    )
 
 
 def test_nan_propagates():
@@ -98,13 +102,18 @@ def test_nan_propagates():
     assert grad[0, 1].isnan() and grad[0, 0].isfinite()
 
 
-@given(rows=st.integers(1, 5), cols=st.integers(1, 5), seed=st.integers(0, 2**31 - 1),
-       reduction=st.sampled_from(REDUCTIONS), saturate=st.booleans())
+@given(
+    rows=st.integers(1, 5),
+    cols=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+    reduction=st.sampled_from(REDUCTIONS),
+    saturate=st.booleans(),
+)
 def test_drawn_inputs_match_binary_cross_entropy(rows, cols, seed, reduction, saturate):
     g = torch.Generator().manual_seed(seed)
     a = torch.rand(rows, cols, generator=g, dtype=torch.float64)
     y = torch.rand(rows, cols, generator=g, dtype=torch.float64)
-    if saturate:    # some outputs exactly 0 or 1, some targets one-hot
+    if saturate:  # some outputs exactly 0 or 1, some targets one-hot
         a = torch.where(a < 0.3, a.round(), a)
         y = torch.where(y < 0.5, y.round(), y)
     a.requires_grad_()
@@ -138,26 +147,66 @@ def test_sigma_prime_cancels_after_a_sigmoid_layer():
 
 
 BAD = {
-    "target above 1": ((torch.full((2, 3), 0.5), torch.full((2, 3), 1.5)), "mean", ValueError,
-                       "cross_entropy_cost: target must be in [0, 1] (a probability), got 1.5"),
-    "target below 0": ((torch.full((2, 3), 0.5), torch.full((2, 3), -0.25)), "mean", ValueError,
-                       "cross_entropy_cost: target must be in [0, 1] (a probability), got -0.25"),
-    "input above 1": ((torch.full((2, 3), 2.0), torch.full((2, 3), 0.5)), "sum", ValueError,
-                      "cross_entropy_cost: input must be in [0, 1] (a probability), got 2.0"),
-    "reduction": ((torch.full((2, 3), 0.5), torch.full((2, 3), 0.5)), "avg", ValueError,
-                  "cross_entropy_cost: reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
-    "reduction None": ((torch.full((2, 3), 0.5), torch.full((2, 3), 0.5)), None, ValueError,
-                       "cross_entropy_cost: reduction must be one of ('none', 'mean', 'sum'), got None"),
-    "shapes": ((torch.full((2, 3), 0.5), torch.full((3, 2), 0.5)), "mean", ValueError,
-               "cross_entropy_cost: input and target must have the same shape"),
-    "dtype": ((torch.full((2, 3), 0.5), torch.full((2, 3), 0.5, dtype=torch.float64)), "mean", TypeError,
-              "cross_entropy_cost: input and target must have the same dtype"),
-    "integer": ((torch.ones(2, 3, dtype=torch.int64), torch.ones(2, 3, dtype=torch.int64)), "mean", TypeError,
-                "cross_entropy_cost: input must be float32 or float64"),
-    "0-d": ((torch.tensor(0.5), torch.tensor(0.5)), "mean", ValueError,
-            "cross_entropy_cost: input must have at least 1 dimension"),
-    "not a tensor": (([0.5], torch.full((1,), 0.5)), "mean", TypeError,
-                     "cross_entropy_cost: input must be a Tensor, got list"),
+    "target above 1": (
+        (torch.full((2, 3), 0.5), torch.full((2, 3), 1.5)),
+        "mean",
+        ValueError,
+        "cross_entropy_cost: target must be in [0, 1] (a probability), got 1.5",
+    ),
+    "target below 0": (
+        (torch.full((2, 3), 0.5), torch.full((2, 3), -0.25)),
+        "mean",
+        ValueError,
+        "cross_entropy_cost: target must be in [0, 1] (a probability), got -0.25",
+    ),
+    "input above 1": (
+        (torch.full((2, 3), 2.0), torch.full((2, 3), 0.5)),
+        "sum",
+        ValueError,
+        "cross_entropy_cost: input must be in [0, 1] (a probability), got 2.0",
+    ),
+    "reduction": (
+        (torch.full((2, 3), 0.5), torch.full((2, 3), 0.5)),
+        "avg",
+        ValueError,
+        "cross_entropy_cost: reduction must be one of ('none', 'mean', 'sum'), got 'avg'",
+    ),
+    "reduction None": (
+        (torch.full((2, 3), 0.5), torch.full((2, 3), 0.5)),
+        None,
+        ValueError,
+        "cross_entropy_cost: reduction must be one of ('none', 'mean', 'sum'), got None",
+    ),
+    "shapes": (
+        (torch.full((2, 3), 0.5), torch.full((3, 2), 0.5)),
+        "mean",
+        ValueError,
+        "cross_entropy_cost: input and target must have the same shape",
+    ),
+    "dtype": (
+        (torch.full((2, 3), 0.5), torch.full((2, 3), 0.5, dtype=torch.float64)),
+        "mean",
+        TypeError,
+        "cross_entropy_cost: input and target must have the same dtype",
+    ),
+    "integer": (
+        (torch.ones(2, 3, dtype=torch.int64), torch.ones(2, 3, dtype=torch.int64)),
+        "mean",
+        TypeError,
+        "cross_entropy_cost: input must be float32 or float64",
+    ),
+    "0-d": (
+        (torch.tensor(0.5), torch.tensor(0.5)),
+        "mean",
+        ValueError,
+        "cross_entropy_cost: input must have at least 1 dimension",
+    ),
+    "not a tensor": (
+        ([0.5], torch.full((1,), 0.5)),
+        "mean",
+        TypeError,
+        "cross_entropy_cost: input must be a Tensor, got list",
+    ),
 }
 
 
@@ -191,8 +240,9 @@ def test_torch_compile_still_checks_the_target():
 def test_per_sample_gradients_by_vmap_match_a_loop():
     torch.manual_seed(9)
     net = SigmoidMLP([4, 3, 2]).double()
-    reference.assert_per_sample_grads_match_loop(net, CrossEntropyCost(), torch.rand(5, 4, dtype=torch.float64),
-                                                 torch.rand(5, 2, dtype=torch.float64))
+    reference.assert_per_sample_grads_match_loop(
+        net, CrossEntropyCost(), torch.rand(5, 4, dtype=torch.float64), torch.rand(5, 2, dtype=torch.float64)
+    )
 
 
 def test_autocast_computes_in_float32():

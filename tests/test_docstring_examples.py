@@ -1,4 +1,5 @@
 """The Examples in the public API's docstrings run, on each backend, and print what they say they print."""
+
 import doctest
 
 import pytest
@@ -15,7 +16,7 @@ MODULES = [bp_torch.functional, bp_torch.modules, bp_torch.explain]
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_docstring_examples(module, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)                # an example saves a checkpoint to its working directory
+    monkeypatch.chdir(tmp_path)  # an example saves a checkpoint to its working directory
     torch.manual_seed(0)
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)

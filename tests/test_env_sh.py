@@ -6,6 +6,7 @@ checkout's build key already written (build/.bp_torch-build-key); elsewhere (a p
 sanitizer build's copy of the tree) they skip rather than create a venv or rebuild the extension. They do not depend
 on the backend, so they run once, under "python".
 """
+
 import os
 import pathlib
 import subprocess
@@ -25,13 +26,18 @@ def env_sh(*command, cwd):
         pytest.skip("not running in a venv made by scripts/env.sh for this checkout")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BP_TORCH_BACKEND")}
     env["BP_TORCH_CACHE"] = str(venv.parent)  # the same venv: nothing to install
-    return subprocess.run(["bash", str(ENV_SH), *map(str, command)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        ["bash", str(ENV_SH), *map(str, command)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_command_runs_in_the_callers_directory_with_this_checkout_first(tmp_path):
-    result = env_sh("python", "-c", "import os, bp_torch; print(os.getcwd()); print(bp_torch.__file__); "
-                    "print(os.environ['PYTHONPATH'])", cwd=tmp_path)
+    result = env_sh(
+        "python",
+        "-c",
+        "import os, bp_torch; print(os.getcwd()); print(bp_torch.__file__); print(os.environ['PYTHONPATH'])",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     cwd, module, pythonpath = result.stdout.splitlines()
     assert pythonpath == str(ROOT)
@@ -41,8 +47,7 @@ def test_command_runs_in_the_callers_directory_with_this_checkout_first(tmp_path
 
 
 def test_relative_paths_are_the_callers(tmp_path):
-    (tmp_path / "my_script.py").write_text(
-        "import sys, bp_torch\nopen(sys.argv[1], 'w').write(bp_torch.__file__)\n")
+    (tmp_path / "my_script.py").write_text("import sys, bp_torch\nopen(sys.argv[1], 'w').write(bp_torch.__file__)\n")
     (tmp_path / "out").mkdir()
     result = env_sh("python", "my_script.py", "out/made.txt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,7 @@
 """bp_torch.explain: each chain-rule factor is what the chapter says it is, and the factors multiply to autograd's
 gradient. The reference here is plain torch (F.linear + torch.sigmoid + the cost written out) differentiated by
 torch autograd, which shares no code with bp_torch's backward."""
+
 import json
 import pathlib
 import re
@@ -30,8 +31,10 @@ def sample(sizes, batch, seed=1, dtype=torch.float64):
     """x, y for the net; batch None means one sample, a 1-D x."""
     g = torch.Generator().manual_seed(seed)
     shape = () if batch is None else (batch,)
-    return (torch.rand(*shape, sizes[0], generator=g, dtype=dtype),
-            torch.rand(*shape, sizes[-1], generator=g, dtype=dtype))
+    return (
+        torch.rand(*shape, sizes[0], generator=g, dtype=dtype),
+        torch.rand(*shape, sizes[-1], generator=g, dtype=dtype),
+    )
 
 
 def plain_reference(layers, x, y, reduction="mean"):
@@ -47,9 +50,14 @@ def plain_reference(layers, x, y, reduction="mean"):
     per_sample = 0.5 * (y.reshape(a[-1].shape) - a[-1]).square().sum(-1)
     cost = per_sample.mean() if reduction == "mean" else per_sample.sum()
     cost.backward()
-    return {"a": [t.detach() for t in a], "z": [t.detach() for t in zs], "cost": cost.item(),
-            "dC_da": [None] + [t.grad for t in a[1:]],
-            "dC_dw": [w.grad for w in weights], "dC_db": [None if b is None else b.grad for b in biases]}
+    return {
+        "a": [t.detach() for t in a],
+        "z": [t.detach() for t in zs],
+        "cost": cost.item(),
+        "dC_da": [None] + [t.grad for t in a[1:]],
+        "dC_dw": [w.grad for w in weights],
+        "dC_db": [None if b is None else b.grad for b in biases],
+    }
 
 
 @pytest.mark.parametrize("batch", [None, 5], ids=["one-sample", "batch5"])
@@ -84,26 +92,28 @@ def test_each_factor_is_its_definition(sizes):
     report = bp_torch.explain(net, x, y)
     ref = plain_reference(list(net), x, y)
     for l, layer in enumerate(report.layers, 1):
-        torch.testing.assert_close(layer.dz_dw, ref["a"][l - 1], rtol=0, atol=1e-15)            # (1.1) / (2.1)
+        torch.testing.assert_close(layer.dz_dw, ref["a"][l - 1], rtol=0, atol=1e-15)  # (1.1) / (2.1)
         torch.testing.assert_close(layer.a, ref["a"][l], rtol=0, atol=1e-15)
         torch.testing.assert_close(layer.z, ref["z"][l - 1], rtol=0, atol=1e-15)
         z = ref["z"][l - 1].clone().requires_grad_()
-        (dsigma_dz,) = torch.autograd.grad(torch.sigmoid(z).sum(), z)                            # elementwise
-        torch.testing.assert_close(layer.da_dz, dsigma_dz, rtol=0, atol=1e-15)                  # (1.2) / (2.2)
-        torch.testing.assert_close(layer.dC_da, ref["dC_da"][l], rtol=0, atol=1e-14)            # (1.3) / (2.3)
+        (dsigma_dz,) = torch.autograd.grad(torch.sigmoid(z).sum(), z)  # elementwise
+        torch.testing.assert_close(layer.da_dz, dsigma_dz, rtol=0, atol=1e-15)  # (1.2) / (2.2)
+        torch.testing.assert_close(layer.dC_da, ref["dC_da"][l], rtol=0, atol=1e-14)  # (1.3) / (2.3)
         if l == len(sizes) - 1:
             assert layer.dC_da_next is None and layer.da_next_da is None
             assert layer.equations == {"dz_dw": "(1.1)", "da_dz": "(1.2)", "dC_da": "(1.3)", "dC_dw": "(A)"}
             continue
         assert layer.equations["dC_da_next"] == "(2.3.1)" and layer.equations["da_next_da"] == "(2.3.2)"
-        torch.testing.assert_close(layer.dC_da_next, ref["dC_da"][l + 1], rtol=0, atol=1e-14)   # (2.3.1)
+        torch.testing.assert_close(layer.dC_da_next, ref["dC_da"][l + 1], rtol=0, atol=1e-14)  # (2.3.1)
         upper = net[l]
         for n in range(x.shape[0]):
             jac = torch.autograd.functional.jacobian(
-                lambda a: torch.sigmoid(F.linear(a, upper.weight.detach(), upper.bias.detach())), ref["a"][l][n])
-            torch.testing.assert_close(layer.da_next_da[n], jac, rtol=0, atol=1e-15)              # (2.3.2)
-        torch.testing.assert_close(layer.dC_da, torch.einsum("nj,njk->nk", layer.dC_da_next, layer.da_next_da),
-                                   rtol=0, atol=1e-15)                                          # (2.3)
+                lambda a: torch.sigmoid(F.linear(a, upper.weight.detach(), upper.bias.detach())), ref["a"][l][n]
+            )
+            torch.testing.assert_close(layer.da_next_da[n], jac, rtol=0, atol=1e-15)  # (2.3.2)
+        torch.testing.assert_close(
+            layer.dC_da, torch.einsum("nj,njk->nk", layer.dC_da_next, layer.da_next_da), rtol=0, atol=1e-15
+        )  # (2.3)
 
 
 def test_two_layer_products_are_equations_A_and_B():
@@ -115,8 +125,8 @@ def test_two_layer_products_are_equations_A_and_B():
     a0, target = x.numpy(), y.numpy()
     a1 = 1 / (1 + np.exp(-(w1 @ a0 + b1)))
     a2 = 1 / (1 + np.exp(-(w2 @ a1 + b2)))
-    A = np.outer(a2 * (1 - a2) * (a2 - target), a1)                                   # a^1 sigma'(z^2) (a^2 - y)
-    B = np.outer(a1 * (1 - a1) * (((a2 - target) * a2 * (1 - a2)) @ w2), a0)          # a^0 sigma'(z^1) ... w^2
+    A = np.outer(a2 * (1 - a2) * (a2 - target), a1)  # a^1 sigma'(z^2) (a^2 - y)
+    B = np.outer(a1 * (1 - a1) * (((a2 - target) * a2 * (1 - a2)) @ w2), a0)  # a^0 sigma'(z^1) ... w^2
     np.testing.assert_allclose(report.layers[1].dC_dw.numpy(), A, rtol=0, atol=1e-15)
     np.testing.assert_allclose(report.layers[0].dC_dw.numpy(), B, rtol=0, atol=1e-15)
     assert report.layers[1].equations["dC_dw"] == "(A)" and report.layers[0].equations["dC_dw"] == "(B)"
@@ -192,35 +202,43 @@ def test_model_is_left_untouched():
 def test_lists_are_accepted_for_x_and_y():
     net = make_net([2, 2, 2])
     from_lists = bp_torch.explain(net, [0.05, 0.10], [0.01, 0.99])
-    from_tensors = bp_torch.explain(net, torch.tensor([0.05, 0.10], dtype=torch.float64),
-                                    torch.tensor([0.01, 0.99], dtype=torch.float64))
+    from_tensors = bp_torch.explain(
+        net, torch.tensor([0.05, 0.10], dtype=torch.float64), torch.tensor([0.01, 0.99], dtype=torch.float64)
+    )
     assert from_lists.to_dict() == from_tensors.to_dict()
 
 
-@pytest.mark.parametrize("model, error, match", [
-    (nn.Linear(3, 2), TypeError, "must be a bp_torch.SigmoidMLP"),
-    (nn.Sequential(nn.Linear(3, 2), nn.Sigmoid()), TypeError, "layer 0 of the model is Linear"),
-    (nn.Sequential(SigmoidLinear(3, 2), nn.Sigmoid()), TypeError, "layer 1 of the model is Sigmoid"),
-    (nn.Sequential(), ValueError, "no layers"),
-    (nn.Sequential(SigmoidLinear(3, 4), SigmoidLinear(5, 2)), ValueError, "layer 1 takes 5 inputs"),
-    ("not a model", TypeError, "got str"),
-])
+@pytest.mark.parametrize(
+    "model, error, match",
+    [
+        (nn.Linear(3, 2), TypeError, "must be a bp_torch.SigmoidMLP"),
+        (nn.Sequential(nn.Linear(3, 2), nn.Sigmoid()), TypeError, "layer 0 of the model is Linear"),
+        (nn.Sequential(SigmoidLinear(3, 2), nn.Sigmoid()), TypeError, "layer 1 of the model is Sigmoid"),
+        (nn.Sequential(), ValueError, "no layers"),
+        (nn.Sequential(SigmoidLinear(3, 4), SigmoidLinear(5, 2)), ValueError, "layer 1 takes 5 inputs"),
+        ("not a model", TypeError, "got str"),
+    ],
+)
 def test_bad_models_raise_clearly(model, error, match):
     with pytest.raises(error, match=match):
         bp_torch.explain(model, torch.rand(3), torch.rand(2))
 
 
-@pytest.mark.parametrize("cost, error, match", [
-    (nn.MSELoss(), TypeError, r"must be a bp_torch.QuadraticCost .*got MSELoss.*\(1.3\)"),
-    (lambda a, y: (a - y).abs().sum(), TypeError, "got function"),
-    (QuadraticCost("none"), ValueError, "reduce to one number.*'none'"),
-    ("none", ValueError, "one of \\('mean', 'sum'\\), got 'none'"),
-    ("cross-entropy", ValueError, "got 'cross-entropy'"),
-])
+@pytest.mark.parametrize(
+    "cost, error, match",
+    [
+        (nn.MSELoss(), TypeError, r"must be a bp_torch.QuadraticCost .*got MSELoss.*\(1.3\)"),
+        (lambda a, y: (a - y).abs().sum(), TypeError, "got function"),
+        (QuadraticCost("none"), ValueError, "reduce to one number.*'none'"),
+        ("none", ValueError, "one of \\('mean', 'sum'\\), got 'none'"),
+        ("cross-entropy", ValueError, "got 'cross-entropy'"),
+    ],
+)
 def test_bad_costs_raise_clearly(cost, error, match):
     with pytest.raises(error, match=match):
-        bp_torch.explain(make_net([3, 2]), torch.rand(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64),
-                         cost=cost)
+        bp_torch.explain(
+            make_net([3, 2]), torch.rand(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64), cost=cost
+        )
 
 
 def test_bad_inputs_raise_clearly():
@@ -244,8 +262,12 @@ def test_to_dict_is_plain_json_data():
     report = bp_torch.explain(net, x, y)
     data = json.loads(json.dumps(report.to_dict()))  # raises if anything is not plain data
     assert data["sizes"] == [3, 4, 2] and data["n_samples"] == 2 and data["dtype"] == "float64"
-    assert data["cost"] == {"name": "QuadraticCost", "reduction": "mean", "formula": "C = 1/2 sum_j (y_j - a^2_j)^2",
-                            "value": report.cost}
+    assert data["cost"] == {
+        "name": "QuadraticCost",
+        "reduction": "mean",
+        "formula": "C = 1/2 sum_j (y_j - a^2_j)^2",
+        "value": report.cost,
+    }
     assert [d["layer"] for d in data["layers"]] == [1, 2]
     assert [d["role"] for d in data["layers"]] == ["hidden", "output"]
     for d, layer in zip(data["layers"], report.layers):
@@ -281,6 +303,7 @@ def check_png(path):
     data = pathlib.Path(path).read_bytes()
     assert data[:8] == PNG_SIGNATURE
     import matplotlib.image
+
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.shape[2] in (3, 4)
     assert image[..., :3].std() > 0.01  # something is drawn
@@ -294,8 +317,13 @@ def test_plot_is_a_valid_png(tmp_path):
 
 
 def run_cli(*args, backend="python"):
-    result = subprocess.run([sys.executable, "-m", "bp_torch.explain", "--backend", backend, *map(str, args)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "bp_torch.explain", "--backend", backend, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result
 
 
@@ -311,8 +339,16 @@ def test_cli_default_prints_every_equation_label(backend):
     out = result.stdout
     for label in EVERY_LABEL:
         assert label in out, label
-    for text in ["z^1 = w^1 a^0 + b^1", "a^2 = sigma(z^2)", "C = 1/2 sum_j (y_j - a^2_j)^2", "W <- W - eta * dC/dW",
-                 "w^1 <- w^1 - eta * dC/dw^1", "w^2 <- w^2 - eta * dC/dw^2", "Mazur", f"backend {backend}"]:
+    for text in [
+        "z^1 = w^1 a^0 + b^1",
+        "a^2 = sigma(z^2)",
+        "C = 1/2 sum_j (y_j - a^2_j)^2",
+        "W <- W - eta * dC/dW",
+        "w^1 <- w^1 - eta * dC/dw^1",
+        "w^2 <- w^2 - eta * dC/dw^2",
+        "Mazur",
+        f"backend {backend}",
+    ]:
         assert text in out, text
 
 

@@ -1,5 +1,6 @@
 """bp_torch.explain with the cross-entropy cost: (3.2) as the output layer's dC/da^L, and delta^L = a^L - y (3.3)
 beside the quadratic cost's (a^L - y) sigma'(z^L), in the report, its table, its data, the page and the CLI."""
+
 import contextlib
 import io
 import json
@@ -29,9 +30,9 @@ def test_output_layer_shows_delta_a_minus_y_beside_the_quadratic_delta(reduction
     out = report.layers[-1]
     a = model(x).detach()
     scale = 1 / 3 if reduction == "mean" else 1.0
-    torch.testing.assert_close(out.dC_da, (a - y) / (a * (1 - a)) * scale)                # (3.2)
-    torch.testing.assert_close(out.delta, (a - y) * scale, rtol=1e-14, atol=1e-15)        # (3.3): sigma' cancels
-    torch.testing.assert_close(out.quadratic_delta, (a - y) * a * (1 - a) * scale)        # (1.3) x (1.2)
+    torch.testing.assert_close(out.dC_da, (a - y) / (a * (1 - a)) * scale)  # (3.2)
+    torch.testing.assert_close(out.delta, (a - y) * scale, rtol=1e-14, atol=1e-15)  # (3.3): sigma' cancels
+    torch.testing.assert_close(out.quadratic_delta, (a - y) * a * (1 - a) * scale)  # (1.3) x (1.2)
     assert report.max_abs_diff < 1e-14
     expected = bp_torch.functional.cross_entropy_cost(model(x), y, reduction).item()
     assert report.cost == pytest.approx(expected, rel=1e-15)
@@ -46,8 +47,9 @@ def test_table_and_data_name_the_cost_and_show_the_cancellation():
     report = bp_torch.explain(model, x, y, cost=CrossEntropyCost())
     text = str(report)
     assert "C = -sum_j [y_j ln a^2_j + (1 - y_j) ln(1 - a^2_j)]" in text
-    assert re.search(r"\(3\.3\)\s+delta\^2 = dC/da\^2 \* da\^2/dz\^2 = a\^2 - y\s+\[0\.7413650696, -0\.2170715347\]",
-                     text)
+    assert re.search(
+        r"\(3\.3\)\s+delta\^2 = dC/da\^2 \* da\^2/dz\^2 = a\^2 - y\s+\[0\.7413650696, -0\.2170715347\]", text
+    )
     # the quadratic cost's output error for Mazur's network: (a - y) sigma'(z), 0.7413650696 * 0.1868156018
     assert re.search(r"quadratic: delta\^2 = \(a\^2 - y\) sigma'\(z\^2\)\s+\[0\.1384985616, -0\.03809823652\]", text)
     data = report.to_dict()
@@ -62,8 +64,7 @@ def test_page_data_walks_through_the_cancellation_and_steps_on_the_cross_entropy
     report = bp_torch.explain(model, x, y, cost=CrossEntropyCost())
     page = report.to_html(steps=3, lr=lr)
     assert "cross-entropy cost" in page
-    data = json.loads(re.search(r'<script id="bp-data" type="application/json">(.*?)</script>', page,
-                                               re.S).group(1))
+    data = json.loads(re.search(r'<script id="bp-data" type="application/json">(.*?)</script>', page, re.S).group(1))
     assert data["cost_title"] == "cross-entropy cost"
     output_step = next(w for w in data["walk"] if w["title"].startswith("backward, layer 2"))
     assert [v["key"] for v in output_step["values"]][:4] == ["dC_da", "da_dz", "delta", "quadratic_delta"]

@@ -9,6 +9,7 @@ the slider by keyboard; every page must log no error, raise nothing and request 
 Without a browser the browser tests skip, saying why. With CI=true they fail instead: .ci/run installs chromium,
 so a skip there would mean the page went untested.
 """
+
 import html
 import json
 import os
@@ -35,6 +36,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Independent references
 # --------------------------------------------------------------------------------------------------------------------
 
+
 def plain_autograd(weights, biases, x, y, reduction="mean"):
     """The network in plain torch, differentiated by autograd: a^l, z^l, sigma'(z^l), dC/da^l, C, dC/dW, dC/db."""
     weights = [w.detach().clone().requires_grad_() for w in weights]
@@ -51,9 +53,15 @@ def plain_autograd(weights, biases, x, y, reduction="mean"):
     per_sample = 0.5 * (y.reshape(a[-1].shape) - a[-1]).square().sum(-1)
     cost = per_sample.mean() if reduction == "mean" else per_sample.sum()
     cost.backward()
-    return {"a": [t.detach() for t in a], "z": zs, "sigma_prime": sigma_prime, "cost": cost.item(),
-            "dC_da": [None] + [t.grad for t in a[1:]], "dC_dw": [w.grad for w in weights],
-            "dC_db": [None if b is None else b.grad for b in biases]}
+    return {
+        "a": [t.detach() for t in a],
+        "z": zs,
+        "sigma_prime": sigma_prime,
+        "cost": cost.item(),
+        "dC_da": [None] + [t.grad for t in a[1:]],
+        "dC_dw": [w.grad for w in weights],
+        "dC_db": [None if b is None else b.grad for b in biases],
+    }
 
 
 def plain_sgd(weights, biases, x, y, lr, steps, reduction="mean"):
@@ -92,13 +100,15 @@ def f64(values):
 
 
 def close(a, b, tol=1e-12):
-    torch.testing.assert_close(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
-                               rtol=0, atol=tol)
+    torch.testing.assert_close(
+        torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), rtol=0, atol=tol
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # The page's data, without a browser
 # --------------------------------------------------------------------------------------------------------------------
+
 
 def test_page_data_is_the_report_then_its_sgd_steps():
     model, x, y, lr = mazur_example()
@@ -164,16 +174,24 @@ def test_walk_goes_forward_then_backward():
     model, x, y = random_case([4, 6, 5, 3])
     walk = page_data(bp_torch.explain(model, x, y).to_html(steps=1))["walk"]
     assert [w["title"] for w in walk] == [
-        "input", "forward, layer 1 of 3", "forward, layer 2 of 3", "forward, layer 3 of 3", "cost",
-        "backward, layer 3 of 3 (output layer): (A)", "backward, layer 2 of 3 (hidden layer): (B)",
-        "backward, layer 1 of 3 (hidden layer): (B) gen.", "gradient descent"]
+        "input",
+        "forward, layer 1 of 3",
+        "forward, layer 2 of 3",
+        "forward, layer 3 of 3",
+        "cost",
+        "backward, layer 3 of 3 (output layer): (A)",
+        "backward, layer 2 of 3 (hidden layer): (B)",
+        "backward, layer 1 of 3 (hidden layer): (B) gen.",
+        "gradient descent",
+    ]
     assert [w["a_known"] for w in walk] == [0, 1, 2, 3, 3, 3, 3, 3, 3]
     assert [w["grad_known"] for w in walk] == [4, 4, 4, 4, 4, 3, 2, 1, 1]
     backward = walk[5:8]
     assert [[v["eq"] for v in w["values"]] for w in backward] == [
         ["(1.3)", "(1.2)", "(1.1)", "(A)", ""],
         ["(2.3.1)", "(2.3.2)", "(2.3)", "(2.2)", "(2.1)", "(B)", ""],
-        ["(2.3.1)", "(2.3.2)", "(2.3)", "(2.2)", "(2.1)", "(B) gen.", ""]]
+        ["(2.3.1)", "(2.3.2)", "(2.3)", "(2.2)", "(2.1)", "(B) gen.", ""],
+    ]
     assert walk[1]["text"] == "z^1 = w^1 a^0 + b^1,  a^1 = sigma(z^1)"
 
 
@@ -213,13 +231,20 @@ def test_repr_html_is_the_page_in_an_iframe():
     assert match and html.unescape(match.group(1)) == report.to_html()
 
 
-@pytest.mark.parametrize("sizes, batch, match", [
-    ([4, 9, 3], None, r"at most 8 units per layer and 5 layers of weights \(e.g. \[4, 6, 5, 3\]\); network "
-                      r"\[4, 9, 3\] has a layer of 9 units"),
-    ([784, 30, 10], None, "a layer of 784 units"),
-    ([2, 2, 2, 2, 2, 2, 2], None, "has 6 layers of weights"),
-    ([3, 4, 2], 9, "at most 8 samples; got 9"),
-])
+@pytest.mark.parametrize(
+    "sizes, batch, match",
+    [
+        (
+            [4, 9, 3],
+            None,
+            r"at most 8 units per layer and 5 layers of weights \(e.g. \[4, 6, 5, 3\]\); network "
+            r"\[4, 9, 3\] has a layer of 9 units",
+        ),
+        ([784, 30, 10], None, "a layer of 784 units"),
+        ([2, 2, 2, 2, 2, 2, 2], None, "has 6 layers of weights"),
+        ([3, 4, 2], 9, "at most 8 samples; got 9"),
+    ],
+)
 def test_too_large_for_the_page_is_refused(sizes, batch, match):
     model, x, y = random_case(sizes, batch)
     report = bp_torch.explain(model, x, y)
@@ -244,8 +269,9 @@ def test_bad_steps_are_refused(steps):
 
 def test_a_network_that_mixes_biases_and_none_is_stepped_as_plain_sgd():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(bp_torch.SigmoidLinear(3, 4, dtype=torch.float64),
-                                bp_torch.SigmoidLinear(4, 2, bias=False, dtype=torch.float64))
+    model = torch.nn.Sequential(
+        bp_torch.SigmoidLinear(3, 4, dtype=torch.float64), bp_torch.SigmoidLinear(4, 2, bias=False, dtype=torch.float64)
+    )
     x, y = torch.rand(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
     data = page_data(bp_torch.explain(model, x, y).to_html(steps=3, lr=0.5))
     assert len(data["steps"]) == 4
@@ -265,8 +291,13 @@ def test_non_finite_values_are_refused():
 
 
 def run_cli(*args, backend):
-    return subprocess.run([sys.executable, "-m", "bp_torch.explain", "--backend", backend, *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bp_torch.explain", "--backend", backend, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_writes_the_page(backend, tmp_path):
@@ -284,15 +315,29 @@ def test_cli_writes_the_page(backend, tmp_path):
     assert data["steps"][1]["cost"]["value"] == pytest.approx(after, rel=1e-9)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--sizes", 4, 9, 3], "python -m bp_torch.explain: error: the page draws every unit and every weight, so it "
-                           "takes networks of at most 8 units per layer"),
-    (["--checkpoint", "BIG"], "network [64, 30, 10] has a layer of 64 units (at most 8); without --html, the "
-                              "command (and --plot) shows networks of any size"),
-    (["--steps", 500], "python -m bp_torch.explain: error: argument --steps: expected a whole number from 0 to "
-                       "200, got '500'"),
-    (["--steps", 20, "--no-html"], "error: --steps sets the SGD steps of the --html page; give --html PATH.html too"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--sizes", 4, 9, 3],
+            "python -m bp_torch.explain: error: the page draws every unit and every weight, so it "
+            "takes networks of at most 8 units per layer",
+        ),
+        (
+            ["--checkpoint", "BIG"],
+            "network [64, 30, 10] has a layer of 64 units (at most 8); without --html, the "
+            "command (and --plot) shows networks of any size",
+        ),
+        (
+            ["--steps", 500],
+            "python -m bp_torch.explain: error: argument --steps: expected a whole number from 0 to 200, got '500'",
+        ),
+        (
+            ["--steps", 20, "--no-html"],
+            "error: --steps sets the SGD steps of the --html page; give --html PATH.html too",
+        ),
+    ],
+)
 def test_cli_refuses_what_the_page_cannot_show(backend, tmp_path, args, message):
     if "BIG" in args:
         torch.save(SigmoidMLP([64, 30, 10]).state_dict(), tmp_path / "big.pt")
@@ -311,6 +356,7 @@ def test_cli_refuses_what_the_page_cannot_show(backend, tmp_path, args, message)
 # The page in a real browser
 # --------------------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def browser():
     reason = chromium.why_no_browser()
@@ -319,6 +365,7 @@ def browser():
             pytest.fail(f"CI=true, and the browser tests cannot run: {reason}")
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         instance = chromium.launch(playwright)
         yield instance
@@ -431,19 +478,27 @@ def test_browser_clicking_an_edge_shows_its_chain(open_page, tmp_path):
         assert shown(page, '#details [data-key="abs_diff"]', digits=2) == abs(product - autograd)
         # the three factors, each against its definition
         dz_dw, da_dz, dC_da = (shown(page, f'#chain [data-key="{key}"]') for key in ("dz_dw", "da_dz", "dC_da"))
-        assert dz_dw == pytest.approx(ref["a"][l - 1][0, k - 1].item(), abs=1e-16)                     # a^(l-1)_k
-        assert da_dz == pytest.approx(ref["sigma_prime"][l - 1][0, j - 1].item(), abs=1e-16)           # sigma'(z^l_j)
-        assert dC_da == pytest.approx(ref["dC_da"][l][0, j - 1].item(), abs=1e-16)                     # dC/da^l_j
+        assert dz_dw == pytest.approx(ref["a"][l - 1][0, k - 1].item(), abs=1e-16)  # a^(l-1)_k
+        assert da_dz == pytest.approx(ref["sigma_prime"][l - 1][0, j - 1].item(), abs=1e-16)  # sigma'(z^l_j)
+        assert dC_da == pytest.approx(ref["dC_da"][l][0, j - 1].item(), abs=1e-16)  # dC/da^l_j
         assert product == pytest.approx(dz_dw * da_dz * dC_da, rel=1e-14)
         assert shown(page, '#details [data-key="weight"]') == model[l - 1].weight[j - 1, k - 1].item()
         if l == 2:
-            assert [row_label(page, key)[0] for key in ("dz_dw", "da_dz", "dC_da", "product")] == \
-                ["(1.1)", "(1.2)", "(1.3)", "(A)"]
+            assert [row_label(page, key)[0] for key in ("dz_dw", "da_dz", "dC_da", "product")] == [
+                "(1.1)",
+                "(1.2)",
+                "(1.3)",
+                "(A)",
+            ]
             assert row_label(page, "dC_da")[1] == "dC/da^2 = a^2 - y"
             assert page.locator("#chain-sum").count() == 0
         else:
-            assert [row_label(page, key)[0] for key in ("dz_dw", "da_dz", "dC_da", "product")] == \
-                ["(2.1)", "(2.2)", "(2.3)", "(B)"]
+            assert [row_label(page, key)[0] for key in ("dz_dw", "da_dz", "dC_da", "product")] == [
+                "(2.1)",
+                "(2.2)",
+                "(2.3)",
+                "(B)",
+            ]
             # (2.3) = (2.3.1) x (2.3.2), term by term over the output neurons i
             header = page.locator("#chain-sum th").all_text_contents()
             assert header[1].startswith("(2.3.1)") and header[2].startswith("(2.3.2)")
@@ -453,7 +508,8 @@ def test_browser_clicking_an_edge_shows_its_chain(open_page, tmp_path):
                 term = shown(page, f'#chain-sum [data-key="dC_da_term"][data-i="{i}"]')
                 assert next_grad == pytest.approx(ref["dC_da"][2][0, i - 1].item(), abs=1e-16)
                 assert jacobian == pytest.approx(
-                    (ref["sigma_prime"][1][0, i - 1] * model[1].weight[i - 1, j - 1]).item(), abs=1e-16)
+                    (ref["sigma_prime"][1][0, i - 1] * model[1].weight[i - 1, j - 1]).item(), abs=1e-16
+                )
                 assert term == pytest.approx(next_grad * jacobian, rel=1e-14)
             assert shown(page, '#chain-sum [data-key="dC_da_sum"]') == dC_da
     # Mazur's published gradients, dE_total/dw5 and dE_total/dw1
@@ -462,7 +518,7 @@ def test_browser_clicking_an_edge_shows_its_chain(open_page, tmp_path):
     click_edge(page, 1, 1, 1)
     assert shown(page, '#details [data-key="product"]') == pytest.approx(0.000438568, abs=1e-9)
     # the highlighted edge, and a screenshot of the whole page
-    assert page.locator('.halo.selected').count() == 1
+    assert page.locator(".halo.selected").count() == 1
     screenshot = tmp_path / "explain_page.png"
     page.screenshot(path=screenshot, full_page=True)
     data = screenshot.read_bytes()
@@ -478,31 +534,41 @@ def test_browser_clicking_a_node_shows_z_a_sigma_prime_dC_da(open_page):
         click_node(page, l, j)
         assert shown(page, '#node-values [data-key="z"]') == pytest.approx(ref["z"][l - 1][0, j - 1].item(), abs=1e-15)
         assert shown(page, '#node-values [data-key="a"]') == pytest.approx(ref["a"][l][0, j - 1].item(), abs=1e-16)
-        assert shown(page, '#node-values [data-key="da_dz"]') == \
-            pytest.approx(ref["sigma_prime"][l - 1][0, j - 1].item(), abs=1e-16)
-        assert shown(page, '#node-values [data-key="dC_da"]') == \
-            pytest.approx(ref["dC_da"][l][0, j - 1].item(), abs=1e-16)
-        assert shown(page, '#node-values [data-key="dC_db"]') == \
-            pytest.approx(ref["dC_db"][l - 1][j - 1].item(), abs=1e-16)
-        assert shown(page, '#node-values [data-key="autograd_dC_db"]') == \
-            report.layers[l - 1].autograd_dC_db[j - 1].item()
+        assert shown(page, '#node-values [data-key="da_dz"]') == pytest.approx(
+            ref["sigma_prime"][l - 1][0, j - 1].item(), abs=1e-16
+        )
+        assert shown(page, '#node-values [data-key="dC_da"]') == pytest.approx(
+            ref["dC_da"][l][0, j - 1].item(), abs=1e-16
+        )
+        assert shown(page, '#node-values [data-key="dC_db"]') == pytest.approx(
+            ref["dC_db"][l - 1][j - 1].item(), abs=1e-16
+        )
+        assert (
+            shown(page, '#node-values [data-key="autograd_dC_db"]') == report.layers[l - 1].autograd_dC_db[j - 1].item()
+        )
         assert (page.locator('#node-values [data-key="y"]').count() == 1) == (l == 2)
         # the node's value in the drawing: a^l_j to 4 digits
-        assert float(page.locator(f'.node[data-name="a^{l}_{j}"] text').text_content()) == \
-            pytest.approx(ref["a"][l][0, j - 1].item(), rel=1e-3)
+        assert float(page.locator(f'.node[data-name="a^{l}_{j}"] text').text_content()) == pytest.approx(
+            ref["a"][l][0, j - 1].item(), rel=1e-3
+        )
     click_node(page, 0, 2)
     assert shown(page, '#node-values [data-key="x"]') == 0.1
 
 
 def node_state(page, l):
     """'pending' / values shown for each node of layer l, and its highlight class."""
-    return [(cls.split()[1:] if cls else []) for cls in
-            page.locator(f'.node[data-layer="{l}"]').evaluate_all("nodes => nodes.map(n => n.getAttribute('class'))")]
+    return [
+        (cls.split()[1:] if cls else [])
+        for cls in page.locator(f'.node[data-layer="{l}"]').evaluate_all(
+            "nodes => nodes.map(n => n.getAttribute('class'))"
+        )
+    ]
 
 
 def edge_pending(page, l):
     return page.locator(f'.edge[data-layer="{l}"]').evaluate_all(
-        "edges => edges.map(e => e.classList.contains('pending'))")
+        "edges => edges.map(e => e.classList.contains('pending'))"
+    )
 
 
 def test_browser_step_buttons_walk_forward_then_backward(open_page):
@@ -529,27 +595,43 @@ def test_browser_step_buttons_walk_forward_then_backward(open_page):
         for l in range(4):
             role = "computed" if l in entry["computed"]["nodes"] else "used" if l in entry["used"]["nodes"] else None
             for classes in node_state(page, l):
-                assert ("computed" in classes, "used" in classes) == (role == "computed", role == "used"), \
-                    (entry["title"], l, classes)
+                assert ("computed" in classes, "used" in classes) == (role == "computed", role == "used"), (
+                    entry["title"],
+                    l,
+                    classes,
+                )
         for l in (1, 2, 3):
             role = "computed" if l in entry["computed"]["edges"] else "used" if l in entry["used"]["edges"] else None
             halos = page.locator(f'.halo[data-layer="{l}"]').evaluate_all(
-                "halos => halos.map(h => h.getAttribute('class'))")
+                "halos => halos.map(h => h.getAttribute('class'))"
+            )
             assert halos == [f"halo {role}" if role else "halo"] * len(halos), (entry["title"], l)
         if entry["title"].startswith("forward, layer"):
             l = int(entry["title"].split()[2])
-            z = [float(v) for v in page.locator('#walk-values [data-key="z"]').evaluate_all(
-                "cells => cells.map(c => c.dataset.value)")]
+            z = [
+                float(v)
+                for v in page.locator('#walk-values [data-key="z"]').evaluate_all(
+                    "cells => cells.map(c => c.dataset.value)"
+                )
+            ]
             close(z, ref["z"][l - 1][0], tol=1e-15)
         if entry["title"].startswith("backward, layer 1 "):
-            shown_grads = [float(v) for v in page.locator('#walk-values [data-key="dC_dw"]').evaluate_all(
-                "cells => cells.map(c => c.dataset.value)")]
+            shown_grads = [
+                float(v)
+                for v in page.locator('#walk-values [data-key="dC_dw"]').evaluate_all(
+                    "cells => cells.map(c => c.dataset.value)"
+                )
+            ]
             close(shown_grads, ref["dC_dw"][0].flatten(), tol=1e-15)
             assert "(2.3.1)" in page.locator("#walk-values").text_content()
     assert page.locator("#walk-next").is_disabled()
     # the last step shows the update's result: step 1's weights
-    shown_w3 = [float(v) for v in page.locator('#walk-values [data-key="weight"]').evaluate_all(
-        "cells => cells.map(c => c.dataset.value)")]
+    shown_w3 = [
+        float(v)
+        for v in page.locator('#walk-values [data-key="weight"]').evaluate_all(
+            "cells => cells.map(c => c.dataset.value)"
+        )
+    ]
     step1 = plain_sgd(*params(model), x, y, 0.5, 1)[1]
     close(shown_w3, torch.cat([w.flatten() for w in step1["weights"]]), tol=1e-14)
     page.locator("#walk-prev").click()
@@ -580,8 +662,9 @@ def test_browser_slider_moves_through_the_sgd_steps(open_page):
                 for kk in (1, 2):
                     w = shown(page, f'#weights [data-key="weight"][data-layer="{l}"][data-j="{j}"][data-k="{kk}"]')
                     assert w == pytest.approx(states[k]["weights"][l - 1][j - 1, kk - 1].item(), abs=1e-14)
-        assert shown(page, '#details [data-key="product"]') == \
-            pytest.approx(states[k]["dC_dw"][1][0, 0].item(), abs=1e-15)
+        assert shown(page, '#details [data-key="product"]') == pytest.approx(
+            states[k]["dC_dw"][1][0, 0].item(), abs=1e-15
+        )
         assert "at SGD step " + str(k) in page.locator("#details").text_content()
         # the edges' colours and widths follow the gradients
         widths[k] = float(page.locator('.edge[data-name="w^2_11"]').get_attribute("stroke-width"))
@@ -615,8 +698,9 @@ def test_browser_deep_network_edges(open_page):
     assert page.locator(".node").count() == 4 + 6 + 5 + 3
     for l, j, k, eq in [(1, 6, 4, "(B) gen."), (2, 3, 5, "(B)"), (3, 2, 1, "(A)")]:
         click_edge(page, l, j, k)
-        assert shown(page, '#details [data-key="product"]') == \
-            pytest.approx(ref["dC_dw"][l - 1][j - 1, k - 1].item(), abs=1e-16)
+        assert shown(page, '#details [data-key="product"]') == pytest.approx(
+            ref["dC_dw"][l - 1][j - 1, k - 1].item(), abs=1e-16
+        )
         assert shown(page, '#details [data-key="autograd"]') == report.layers[l - 1].autograd_dC_dw[j - 1, k - 1].item()
         assert row_label(page, "product")[0] == eq
         # (2.3)'s sum has a header, a row per neuron i of layer l + 1, and the sum; the output layer has none
@@ -692,8 +776,10 @@ def check_layout(page, where):
 
 
 @pytest.mark.parametrize("width", [1280, 1600])
-@pytest.mark.parametrize("sizes, batch", [([2, 2, 2], None), ([4, 6, 5, 3], None), ([8, 8, 8, 8], None),
-                                          ([4, 6, 5, 3], 8), ([8, 8, 8, 8, 8, 8], 8)])
+@pytest.mark.parametrize(
+    "sizes, batch",
+    [([2, 2, 2], None), ([4, 6, 5, 3], None), ([8, 8, 8, 8], None), ([4, 6, 5, 3], 8), ([8, 8, 8, 8, 8, 8], 8)],
+)
 def test_browser_layout_cuts_no_value(open_page, sizes, batch, width):
     """Issue 24: at 1280 px and wider, every value of every walk step, of a clicked edge and of a clicked node shows
     in full: no panel or cell overflows, no number is cut, hidden or broken across lines."""
@@ -727,8 +813,10 @@ def test_browser_details_follow_the_walk(open_page):
     walk = page_data(pathlib.Path(view.url.removeprefix("file://")).read_text())["walk"]
 
     def pending(keys):
-        return {key: page.locator(f'#details [data-key="{key}"]').first.get_attribute("data-pending") is not None
-                for key in keys}
+        return {
+            key: page.locator(f'#details [data-key="{key}"]').first.get_attribute("data-pending") is not None
+            for key in keys
+        }
 
     status = page.locator("#details-status")
     click_node(page, 1, 1)
@@ -741,19 +829,55 @@ def test_browser_details_follow_the_walk(open_page):
             click_node(page, l, 2)
             forward, backward = l > entry["a_known"], l < entry["grad_known"]
             assert pending(["z", "a", "da_dz", "dC_da", "dC_db", "autograd_dC_db", "bias"]) == {
-                "z": forward, "a": forward, "da_dz": backward, "dC_da": backward, "dC_db": backward,
-                "autograd_dC_db": backward, "bias": False}, (entry["title"], l)
+                "z": forward,
+                "a": forward,
+                "da_dz": backward,
+                "dC_da": backward,
+                "dC_db": backward,
+                "autograd_dC_db": backward,
+                "bias": False,
+            }, (entry["title"], l)
             if not forward:  # what is shown is the value itself
                 assert shown(page, '#node-values [data-key="a"]') == pytest.approx(
-                    torch.sigmoid(F.linear(x, model[0].weight, model[0].bias)).tolist()[1] if l == 1 else
-                    model(x).tolist()[1], abs=1e-15)
+                    torch.sigmoid(F.linear(x, model[0].weight, model[0].bias)).tolist()[1]
+                    if l == 1
+                    else model(x).tolist()[1],
+                    abs=1e-15,
+                )
         click_edge(page, 1, 2, 1)  # w^1_21: its dz/dw is a^0, known from the start; the rest from layer 1's step
         backward = entry["grad_known"] > 1
-        assert pending(["weight", "dz_dw", "da_dz", "dC_da", "product", "autograd", "abs_diff", "dC_da_next",
-                        "da_next_da", "dC_da_term", "dC_da_sum"]) == {
-            "weight": False, "dz_dw": False,
-            **dict.fromkeys(("da_dz", "dC_da", "product", "autograd", "abs_diff", "dC_da_next", "da_next_da",
-                             "dC_da_term", "dC_da_sum"), backward)}, entry["title"]
+        assert pending(
+            [
+                "weight",
+                "dz_dw",
+                "da_dz",
+                "dC_da",
+                "product",
+                "autograd",
+                "abs_diff",
+                "dC_da_next",
+                "da_next_da",
+                "dC_da_term",
+                "dC_da_sum",
+            ]
+        ) == {
+            "weight": False,
+            "dz_dw": False,
+            **dict.fromkeys(
+                (
+                    "da_dz",
+                    "dC_da",
+                    "product",
+                    "autograd",
+                    "abs_diff",
+                    "dC_da_next",
+                    "da_next_da",
+                    "dC_da_term",
+                    "dC_da_sum",
+                ),
+                backward,
+            ),
+        }, entry["title"]
         if backward:
             assert page.locator('#details [data-key="product"]').text_content() == "?"
     page.locator("#walk-reset").click()
@@ -772,8 +896,9 @@ def test_browser_cross_entropy_node_shows_delta_beside_the_quadratic_delta(open_
         click_node(page, 2, j)
         error = (a[j - 1] - y[j - 1]).item()
         assert shown(page, '#node-values [data-key="delta"]') == pytest.approx(error, abs=1e-15)
-        assert shown(page, '#node-values [data-key="quadratic_delta"]') == \
-            pytest.approx(error * (a[j - 1] * (1 - a[j - 1])).item(), abs=1e-15)
+        assert shown(page, '#node-values [data-key="quadratic_delta"]') == pytest.approx(
+            error * (a[j - 1] * (1 - a[j - 1])).item(), abs=1e-15
+        )
         assert "a^2 - y" in page.locator('#node-values tr:has([data-key="delta"])').text_content()
     click_node(page, 1, 1)
     assert page.locator('#node-values [data-key="delta"]').count() == 0

@@ -1,6 +1,7 @@
 """Autograd hygiene, on every backend: version counters, freed graphs, nothing saved without grad, and no gradient
 computed that nobody asked for (checked on the output mask / needs_input_grad the backward receives, not by time).
 """
+
 import itertools
 import threading
 
@@ -27,12 +28,13 @@ def layer_inputs(requires_grad=(True, True, True), bias=True):
 
 # --- in-place modification of a saved tensor ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("modified", ["x", "weight", "output"])
 @pytest.mark.parametrize("x_requires_grad", [True, False])
 def test_inplace_change_of_a_saved_tensor_raises_the_version_counter_error(modified, x_requires_grad):
     x, weight, b = layer_inputs((x_requires_grad, True, True))
     if x_requires_grad:
-        x = x * 1                                              # a non-leaf, which may be modified in place
+        x = x * 1  # a non-leaf, which may be modified in place
     out = functional.sigmoid_linear(x, weight, b)
     with torch.no_grad():
         {"x": x, "weight": weight, "output": out}[modified].add_(1)
@@ -55,20 +57,23 @@ def test_inplace_change_of_an_unsaved_tensor_is_fine():
     x, weight, b = layer_inputs()
     out = functional.sigmoid_linear(x, weight, b)
     with torch.no_grad():
-        b.add_(1)                                              # the bias is not needed by the backward (dz/db = 1)
+        b.add_(1)  # the bias is not needed by the backward (dz/db = 1)
     out.sum().backward()
     assert b.grad is not None
 
 
 # --- forward-mode AD --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("op", ["sigmoid_linear", "quadratic_cost", "sigmoid_mlp"])
 def test_forward_mode_ad_is_refused_not_dropped(op):
     """No backend has a forward-mode (jvp) formula: a dual input raises, rather than losing its tangent."""
     x, weight, b = layer_inputs((False, False, False))
-    calls = {"sigmoid_linear": lambda t: functional.sigmoid_linear(t, weight, b),
-             "quadratic_cost": lambda t: functional.quadratic_cost(t, torch.zeros_like(x)),
-             "sigmoid_mlp": lambda t: functional.sigmoid_mlp(t, [weight], [b])}
+    calls = {
+        "sigmoid_linear": lambda t: functional.sigmoid_linear(t, weight, b),
+        "quadratic_cost": lambda t: functional.quadratic_cost(t, torch.zeros_like(x)),
+        "sigmoid_mlp": lambda t: functional.sigmoid_mlp(t, [weight], [b]),
+    }
     with fwAD.dual_level():
         dual = fwAD.make_dual(x, torch.ones_like(x))
         with pytest.raises(NotImplementedError, match="forward[- ]mode AD"):
@@ -77,11 +82,15 @@ def test_forward_mode_ad_is_refused_not_dropped(op):
 
 # --- the graph is freed after backward ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("op", ["sigmoid_linear", "quadratic_cost"])
 def test_backward_twice_without_retain_graph_raises(op):
     x, weight, b = layer_inputs()
-    out = functional.sigmoid_linear(x, weight, b) if op == "sigmoid_linear" else \
-        functional.quadratic_cost(x, torch.zeros_like(x.detach()))
+    out = (
+        functional.sigmoid_linear(x, weight, b)
+        if op == "sigmoid_linear"
+        else functional.quadratic_cost(x, torch.zeros_like(x.detach()))
+    )
     out.sum().backward()
     with pytest.raises(RuntimeError, match=SECOND_BACKWARD_ERROR):
         out.sum().backward()
@@ -98,6 +107,7 @@ def test_backward_twice_with_retain_graph_accumulates():
 
 
 # --- what is saved ---------------------------------------------------------------------------------------------------
+
 
 class CountSaved(torch.autograd.graph.saved_tensors_hooks):
     def __init__(self):
@@ -138,10 +148,11 @@ def test_forward_with_grad_saves_x_weight_and_output_only():
     saved = CountSaved()
     with saved:
         functional.quadratic_cost(a, torch.zeros_like(a))
-    assert len(saved.packed) == 2                              # a and y
+    assert len(saved.packed) == 2  # a and y
 
 
 # --- gradients nobody asked for are not computed ---------------------------------------------------------------------
+
 
 class OpSpy(TorchDispatchMode):
     """Records every bp_torch backward op call (with its output mask) and every aten matrix product."""
@@ -197,9 +208,11 @@ MIXES = [mix for mix in itertools.product([False, True], repeat=3) if any(mix)]
 BIAS_MIXES = [(bias, mix) for bias in (True, False) for mix in MIXES if bias or any(mix[:2])]
 
 
-@pytest.mark.parametrize("bias, requires_grad", BIAS_MIXES,
-                         ids=[("bias-" if bias else "no-bias-") + "+".join(n for n, r in zip("xWb", m) if r)
-                              for bias, m in BIAS_MIXES])
+@pytest.mark.parametrize(
+    "bias, requires_grad",
+    BIAS_MIXES,
+    ids=[("bias-" if bias else "no-bias-") + "+".join(n for n, r in zip("xWb", m) if r) for bias, m in BIAS_MIXES],
+)
 def test_sigmoid_linear_backward_computes_only_requested_gradients(backend, python_spy, requires_grad, bias):
     x, weight, b = layer_inputs(requires_grad, bias)
     asked = (requires_grad[0], requires_grad[1], bias and requires_grad[2])
@@ -212,7 +225,7 @@ def test_sigmoid_linear_backward_computes_only_requested_gradients(backend, pyth
     # The matrix products run only for what was asked: dx = delta W, dW = delta^T x (the cpp kernel calls BLAS
     # below the dispatcher, so only the python backend's products are visible here).
     if backend == "python":
-        assert spy.matmuls == 1 + asked[0] + asked[1]          # + the forward's addmm/mm
+        assert spy.matmuls == 1 + asked[0] + asked[1]  # + the forward's addmm/mm
 
 
 @pytest.mark.parametrize("requires_grad", MIXES, ids=lambda m: "+".join(n for n, r in zip("xWb", m) if r))
@@ -220,8 +233,9 @@ def test_create_graph_backward_computes_only_requested_gradients(requires_grad):
     x, weight, b = layer_inputs(requires_grad)
     out = functional.sigmoid_linear(x, weight, b)
     with OpSpy() as spy:
-        grads = torch.autograd.grad(out.sum(), [t for t, r in zip((x, weight, b), requires_grad) if r],
-                                    create_graph=True)
+        grads = torch.autograd.grad(
+            out.sum(), [t for t, r in zip((x, weight, b), requires_grad) if r], create_graph=True
+        )
     assert spy.matmuls == requires_grad[0] + requires_grad[1]
     assert all(g.requires_grad for g in grads)
 
@@ -235,9 +249,11 @@ def test_double_backward_runs_in_another_thread(backend):
 
     def run():
         results["gradgradcheck"] = torch.autograd.gradgradcheck(
-            lambda x, w, b, w2: functional.quadratic_cost(functional.sigmoid_mlp(x, [w, w2], [b, None]),
-                                                          torch.zeros(3, 3, dtype=torch.float64)),
-            (x, weight, b, w2))
+            lambda x, w, b, w2: functional.quadratic_cost(
+                functional.sigmoid_mlp(x, [w, w2], [b, None]), torch.zeros(3, 3, dtype=torch.float64)
+            ),
+            (x, weight, b, w2),
+        )
 
     worker = threading.Thread(target=run)
     worker.start()
@@ -265,8 +281,7 @@ def test_cpp_backward_ops_return_none_where_the_mask_is_false(backend):
         result = torch.ops.bp_torch.sigmoid_linear_backward(grad, x, weight, a, list(mask))
         assert [g is not None for g in result] == list(mask)
     for mask in itertools.product([False, True], repeat=2):
-        result = torch.ops.bp_torch.quadratic_cost_backward(torch.tensor(1.0, dtype=a.dtype), a, a, "mean",
-                                                            list(mask))
+        result = torch.ops.bp_torch.quadratic_cost_backward(torch.tensor(1.0, dtype=a.dtype), a, a, "mean", list(mask))
         assert [g is not None for g in result] == list(mask)
 
 
@@ -286,10 +301,13 @@ def test_cpp_backward_ops_are_differentiable_where_their_inputs_require_grad(bac
     second = [torch.autograd.grad(g.sum(), [x, weight, b], retain_graph=True) for g in (*got[:2], *want)]
     for g, w in zip(second[:2], second[2:]):
         torch.testing.assert_close(g, w)
-    grad_cost, grad_y = torch.ops.bp_torch.quadratic_cost_backward(torch.tensor(2.0, dtype=a.dtype), a, y, "sum",
-                                                                   [True, False])
+    grad_cost, grad_y = torch.ops.bp_torch.quadratic_cost_backward(
+        torch.tensor(2.0, dtype=a.dtype), a, y, "sum", [True, False]
+    )
     want_cost = torch.autograd.grad(2.0 * 0.5 * (y - a).square().sum(), a, create_graph=True)[0]
     assert grad_cost.requires_grad and grad_y is None
     torch.testing.assert_close(grad_cost, want_cost)
-    torch.testing.assert_close(torch.autograd.grad(grad_cost.sum(), weight, retain_graph=True)[0],
-                               torch.autograd.grad(want_cost.sum(), weight)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(grad_cost.sum(), weight, retain_graph=True)[0],
+        torch.autograd.grad(want_cost.sum(), weight)[0],
+    )

@@ -1,4 +1,5 @@
 """SigmoidLinear(init=...) and SigmoidMLP(init=...): "torch" (nn.Linear's), "nielsen" (3.5) and "large"."""
+
 import math
 import re
 
@@ -31,7 +32,7 @@ def test_torch_init_is_nn_linear_for_the_same_seed(bias):
     assert torch.equal(ours.weight, plain.weight)
     assert bias is False or torch.equal(ours.bias, plain.bias)
     torch.manual_seed(2)
-    assert torch.equal(SigmoidLinear(30, 7, bias=bias).weight, ours.weight)     # the default
+    assert torch.equal(SigmoidLinear(30, 7, bias=bias).weight, ours.weight)  # the default
 
 
 @pytest.mark.parametrize("init, weight_std", [("nielsen", 1 / math.sqrt(400)), ("large", 1.0)])
@@ -46,8 +47,9 @@ def test_distributions(init, weight_std):
         assert stats.kstest(weights, "norm", args=(0, std)).pvalue > 1e-3
         assert abs(weights.mean()) < 5 * std / math.sqrt(weights.size)
         assert abs(weights.std() / std - 1) < 0.05
-    biases = torch.cat([SigmoidLinear(10, 1000, init=init, dtype=torch.float64).bias.detach(),
-                        net[0].bias.detach()]).numpy()
+    biases = torch.cat(
+        [SigmoidLinear(10, 1000, init=init, dtype=torch.float64).bias.detach(), net[0].bias.detach()]
+    ).numpy()
     assert stats.kstest(biases, "norm", args=(0, 1)).pvalue > 1e-3
     # and not another of the three: nn.Linear's uniform weights fail the same test
     uniform = SigmoidLinear(400, 100, init="torch", dtype=torch.float64).weight.detach().flatten().numpy()
@@ -74,8 +76,10 @@ def test_reset_parameters_draws_by_the_layers_init():
 
 
 def test_repr_and_meta_device_and_zero_width():
-    assert repr(SigmoidLinear(3, 2, init="nielsen")) == "SigmoidLinear(in_features=3, out_features=2, bias=True, " \
-                                                        "init='nielsen')"
+    assert (
+        repr(SigmoidLinear(3, 2, init="nielsen")) == "SigmoidLinear(in_features=3, out_features=2, bias=True, "
+        "init='nielsen')"
+    )
     assert repr(SigmoidLinear(3, 2)) == "SigmoidLinear(in_features=3, out_features=2, bias=True)"
     assert SigmoidMLP([3, 2], init="nielsen", device="meta")[0].weight.is_meta
     assert SigmoidLinear(0, 2, init="nielsen").bias.isfinite().all()
@@ -83,9 +87,11 @@ def test_repr_and_meta_device_and_zero_width():
 
 @pytest.mark.parametrize("init", ["normal", "Nielsen", "", None, 1])
 def test_unknown_init_is_refused(init):
-    with pytest.raises(ValueError, match=re.escape(f"SigmoidLinear: init must be one of ('torch', 'nielsen', "
-                                                   f"'large'), got {init!r}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"SigmoidLinear: init must be one of ('torch', 'nielsen', 'large'), got {init!r}")
+    ):
         SigmoidLinear(3, 2, init=init)
-    with pytest.raises(ValueError, match=re.escape(f"SigmoidMLP: init must be one of ('torch', 'nielsen', "
-                                                   f"'large'), got {init!r}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"SigmoidMLP: init must be one of ('torch', 'nielsen', 'large'), got {init!r}")
+    ):
         SigmoidMLP([3, 2], init=init)

@@ -10,6 +10,7 @@ chosen at run time, everything else is baseline code.
 
 The qemu tests skip when qemu-x86_64 is not installed, unless CI=true (.ci/run installs Debian's qemu-user).
 """
+
 import json
 import os
 import re
@@ -28,7 +29,7 @@ ORDER = ["DEFAULT", "AVX2", "AVX512"]
 IS_X86_64 = os.uname().machine in ("x86_64", "AMD64")
 # What this CPU runs, per torch: the capabilities up to its best.
 NATIVE = torch.backends.cpu.get_cpu_capability()
-RUNNABLE = ORDER[:ORDER.index(NATIVE) + 1] if NATIVE in ORDER else ["DEFAULT"]
+RUNNABLE = ORDER[: ORDER.index(NATIVE) + 1] if NATIVE in ORDER else ["DEFAULT"]
 
 pytestmark = pytest.mark.backends("cpp")
 
@@ -36,20 +37,25 @@ pytestmark = pytest.mark.backends("cpp")
 def run_python(code, env=None, prefix=(), timeout=600):
     """Runs `code` in a fresh Python (this checkout first on the path), returns its stdout."""
     full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **(env or {})}
-    result = subprocess.run([*prefix, sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
-                            timeout=timeout, cwd=ROOT)
+    result = subprocess.run(
+        [*prefix, sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result.stdout
 
 
 # --- the run-time choice -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("capability", ORDER)
 def test_the_kernel_copy_follows_aten_cpu_capability(backend, capability):
     """ATEN_CPU_CAPABILITY=default|avx2|avx512 picks the copy, as it picks torch's own kernels; one the CPU cannot
     run is never picked (the best it can run instead)."""
-    out = run_python("import torch, bp_torch; print(torch.backends.cpu.get_cpu_capability(), "
-                     "torch.ops.bp_torch.kernel_capability())", env={"ATEN_CPU_CAPABILITY": capability.lower()})
+    out = run_python(
+        "import torch, bp_torch; print(torch.backends.cpu.get_cpu_capability(), "
+        "torch.ops.bp_torch.kernel_capability())",
+        env={"ATEN_CPU_CAPABILITY": capability.lower()},
+    )
     torch_choice, ours = out.split()
     expected = capability if capability in RUNNABLE else RUNNABLE[-1]
     if not IS_X86_64:
@@ -61,34 +67,71 @@ def test_the_default_copy_is_the_cpus_best(backend):
     expected = NATIVE if IS_X86_64 and NATIVE in ORDER else "DEFAULT"
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     code = "import torch, bp_torch; print(torch.ops.bp_torch.kernel_capability())"
-    out = subprocess.run([sys.executable, "-c", code],
-                         env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     assert out.stdout.strip() == expected
 
 
 # The kernel tests, run whole under each capability: the loops with their vector width and register blocks, their
 # tails, the BLAS path and the epoch's partner thread, against autograd at the same tolerances.
-KERNEL_TESTS = ["tests/test_sigmoid_linear.py", "tests/test_sigmoid_mlp.py", "tests/test_sgd_epoch.py",
-                "tests/test_two_layer.py", "tests/test_numerics.py", "tests/test_sgd_cost_and_decay.py",
-                "tests/test_sgd_kernels_cross_entropy.py", "tests/test_cross_entropy_cost.py"]
+KERNEL_TESTS = [
+    "tests/test_sigmoid_linear.py",
+    "tests/test_sigmoid_mlp.py",
+    "tests/test_sgd_epoch.py",
+    "tests/test_two_layer.py",
+    "tests/test_numerics.py",
+    "tests/test_sgd_cost_and_decay.py",
+    "tests/test_sgd_kernels_cross_entropy.py",
+    "tests/test_cross_entropy_cost.py",
+]
 
 
 @pytest.mark.parametrize("capability", ORDER)
 def test_kernel_tests_pass_under_each_capability(backend, capability):
     if capability not in RUNNABLE:
         pytest.skip(f"this CPU has no {capability} (torch's best here: {NATIVE})")
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.lower(),
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        "ATEN_CPU_CAPABILITY": capability.lower(),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     # The copy asked for is the one these runs use.
-    assert run_python("import torch, bp_torch; print(torch.ops.bp_torch.kernel_capability())",
-                      env={"ATEN_CPU_CAPABILITY": capability.lower()}).strip() == capability
+    assert (
+        run_python(
+            "import torch, bp_torch; print(torch.ops.bp_torch.kernel_capability())",
+            env={"ATEN_CPU_CAPABILITY": capability.lower()},
+        ).strip()
+        == capability
+    )
     # Not the torch.compile tests: with ATEN_CPU_CAPABILITY set below the CPU's best, inductor itself goes wrong on
     # plain torch ops, without bp_torch: a compiled three-layer sigmoid chain with the quadratic cost gives another
     # cost than eager under "avx2" on an AVX-512 CPU, and under "default" its generated C++ does not compile
     # (BENCHMARKS.md, "Inductor under ATEN_CPU_CAPABILITY").
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
-                             "cpp and not torch_compile", *KERNEL_TESTS],
-                            env=env, capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "cpp and not torch_compile",
+            *KERNEL_TESTS,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert re.search(r"\d+ passed", result.stdout), result.stdout[-2000:]
 
@@ -102,8 +145,9 @@ VECTOR_COPY = re.compile(r"cpu_AVX2|cpu_AVX512|::AVX2::|::AVX512::|^\.omp_outlin
 
 def vector_instructions(library):
     """{function: [instructions using ymm/zmm/mask registers or a VEX/EVEX encoding (v-prefixed mnemonics)]}."""
-    objdump = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", library], capture_output=True, text=True,
-                             check=True).stdout
+    objdump = subprocess.run(
+        ["objdump", "-d", "-C", "--no-show-raw-insn", library], capture_output=True, text=True, check=True
+    ).stdout
     found, function = {}, None
     for line in objdump.splitlines():
         header = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
@@ -169,8 +213,10 @@ def test_runs_on_an_older_cpu_under_qemu(backend, cpu, capability):
     """An AVX2-only CPU (Haswell) and one without AVX (Nehalem), emulated: the same library imports there, runs its
     AVX2 or baseline copy, and gives the native run's numbers (to rounding: another copy sums in another order)."""
     if "libasan" in os.environ.get("LD_PRELOAD", ""):
-        pytest.skip("a sanitized build (scripts/asan_test.sh) needs its runtime preloaded, which an emulated process "
-                    "does not get; the normal build is tested here")
+        pytest.skip(
+            "a sanitized build (scripts/asan_test.sh) needs its runtime preloaded, which an emulated process "
+            "does not get; the normal build is tested here"
+        )
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
         if os.environ.get("CI") == "true":

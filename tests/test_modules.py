@@ -1,4 +1,5 @@
 """The modules are drop-ins: nn.Linear's parameters, initialisation and state_dict; nn.Module's habits."""
+
 import copy
 import io
 import pickle
@@ -96,20 +97,23 @@ def test_sigmoid_mlp_is_a_chain_of_sigmoid_linear_layers():
     assert [type(layer) for layer in net] == [SigmoidLinear, SigmoidLinear]
     assert (net[0].in_features, net[0].out_features, net[1].out_features) == (784, 30, 10)
     x = torch.rand(3, 784)
-    torch.testing.assert_close(net(x), torch.sigmoid(net[1].weight @ torch.sigmoid(net[0].weight @ x.T +
-                                                                                   net[0].bias[:, None])
-                                                     + net[1].bias[:, None]).T)
+    torch.testing.assert_close(
+        net(x),
+        torch.sigmoid(
+            net[1].weight @ torch.sigmoid(net[0].weight @ x.T + net[0].bias[:, None]) + net[1].bias[:, None]
+        ).T,
+    )
     plain = nn.Sequential(nn.Linear(784, 30), nn.Sigmoid(), nn.Linear(30, 10), nn.Sigmoid())
-    plain.load_state_dict({k.replace("1.", "2.", 1) if k.startswith("1.") else k: v
-                           for k, v in net.state_dict().items()})
+    plain.load_state_dict(
+        {k.replace("1.", "2.", 1) if k.startswith("1.") else k: v for k, v in net.state_dict().items()}
+    )
     torch.testing.assert_close(plain(x), net(x))
 
 
 def test_quadratic_cost_module_matches_functional():
     a, y = torch.rand(4, 3), torch.rand(4, 3)
     for reduction in ("mean", "sum", "none"):
-        torch.testing.assert_close(QuadraticCost(reduction)(a, y),
-                                   bp_torch.functional.quadratic_cost(a, y, reduction))
+        torch.testing.assert_close(QuadraticCost(reduction)(a, y), bp_torch.functional.quadratic_cost(a, y, reduction))
 
 
 def test_to_sequential_is_the_same_network_in_plain_torch():
@@ -124,7 +128,7 @@ def test_to_sequential_is_the_same_network_in_plain_torch():
     expected = torch.sigmoid(torch.sigmoid(x @ net[0].weight.T + net[0].bias) @ net[1].weight.T)
     torch.testing.assert_close(plain(x), expected, rtol=0, atol=1e-15)
     with torch.no_grad():
-        plain[0].weight.add_(1.0)                   # copies: the SigmoidMLP is untouched
+        plain[0].weight.add_(1.0)  # copies: the SigmoidMLP is untouched
     assert not torch.equal(plain[0].weight, net[0].weight)
     net.append(torch.nn.Identity())
     with pytest.raises(ValueError, match=r"to_sequential: layer 2 \(Identity\) is not a SigmoidLinear"):

@@ -3,6 +3,7 @@
 The reference is torch's own composite, ``torch.sigmoid(nn.functional.linear(x, W, b))``, whose backward is
 ``sigmoid_backward(g, a) = g * (1 - a) * a``, computed from the output as bp_torch does (equation 1.2).
 """
+
 import warnings
 
 import numpy as np
@@ -45,10 +46,10 @@ def test_large_z_saturates_to_exactly_0_and_1_with_zero_gradients(strict_warning
     bias = torch.tensor([0.5, -0.5], dtype=dtype)
     out, grads = forward_backward(functional.sigmoid_linear, x, weight, bias)
     expected_out = (x @ weight.T > 0).to(dtype)
-    assert torch.equal(out, expected_out)                     # exactly 0 or 1, no NaN
+    assert torch.equal(out, expected_out)  # exactly 0 or 1, no NaN
     for grad in grads:
         assert torch.isfinite(grad).all()
-        assert torch.equal(grad, torch.zeros_like(grad))      # sigma'(z) = a (1 - a) = 0 exactly
+        assert torch.equal(grad, torch.zeros_like(grad))  # sigma'(z) = a (1 - a) = 0 exactly
     ref_out, ref_grads = forward_backward(reference, x, weight, bias)
     assert torch.equal(out, ref_out)
     for grad, ref in zip(grads, ref_grads):
@@ -57,8 +58,9 @@ def test_large_z_saturates_to_exactly_0_and_1_with_zero_gradients(strict_warning
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_infinite_z_saturates(strict_warnings, dtype):
-    x = torch.tensor([[float("inf")], [-float("inf")], [torch.finfo(dtype).max], [-torch.finfo(dtype).max]],
-                     dtype=dtype)
+    x = torch.tensor(
+        [[float("inf")], [-float("inf")], [torch.finfo(dtype).max], [-torch.finfo(dtype).max]], dtype=dtype
+    )
     weight = torch.ones(1, 1, dtype=dtype)
     out = functional.sigmoid_linear(x, weight)
     assert torch.equal(out, torch.tensor([[1.0], [0.0], [1.0], [0.0]], dtype=dtype))
@@ -80,7 +82,7 @@ def test_sweep_of_z_matches_torch_and_saturates_where_it_does(strict_warnings, d
     torch.testing.assert_close(out, ref_out, **tol)
     saturated = (ref_out == 0) | (ref_out == 1)
     assert saturated.sum() > 1000
-    assert torch.equal(out[saturated], ref_out[saturated])   # exactly 0 or 1 wherever torch gives exactly 0 or 1
+    assert torch.equal(out[saturated], ref_out[saturated])  # exactly 0 or 1 wherever torch gives exactly 0 or 1
     zero_grad = ref_grads[0] == 0
     assert torch.equal(grads[0][zero_grad], ref_grads[0][zero_grad])
     for grad, ref in zip(grads, ref_grads):
@@ -94,9 +96,9 @@ def test_saturated_outputs_give_a_finite_cost_and_gradients(strict_warnings, dty
     bias = torch.zeros(2, dtype=dtype, requires_grad=True)
     a = functional.sigmoid_linear(x, weight, bias)
     cost = functional.quadratic_cost(a, torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=dtype), "sum")
-    assert cost.item() == 2.0                                  # the wrong two outputs, each costing 1/2 * 1^2
+    assert cost.item() == 2.0  # the wrong two outputs, each costing 1/2 * 1^2
     grads = torch.autograd.grad(cost, (weight, bias))
-    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)   # saturated: no gradient, but no NaN either
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)  # saturated: no gradient, but no NaN either
 
 
 def nan_inputs(dtype):
@@ -105,7 +107,7 @@ def nan_inputs(dtype):
     weight = torch.randn(4, 5, generator=gen, dtype=dtype)
     bias = torch.randn(4, generator=gen, dtype=dtype)
     x[1, 2] = float("nan")
-    x[3, 0] = float("inf")          # inf * W gives +-inf in z, and NaN in dW (inf * 0) as in torch
+    x[3, 0] = float("inf")  # inf * W gives +-inf in z, and NaN in dW (inf * 0) as in torch
     weight[2, 4] = float("nan")
     bias[0] = float("nan")
     return x, weight, bias
@@ -122,9 +124,13 @@ def same_nan_positions(got, expected):
 def test_nan_propagates_like_torch(dtype, where):
     x, weight, bias = nan_inputs(dtype)
     clean_x, clean_weight, clean_bias = (t.nan_to_num(0.0, 0.0, 0.0) for t in (x, weight, bias))
-    inputs = {"x": (x, clean_weight, clean_bias), "weight": (clean_x, weight, clean_bias),
-              "bias": (clean_x, clean_weight, bias), "all": (x, weight, bias),
-              "upstream-grad": (clean_x, clean_weight, clean_bias)}[where]
+    inputs = {
+        "x": (x, clean_weight, clean_bias),
+        "weight": (clean_x, weight, clean_bias),
+        "bias": (clean_x, clean_weight, bias),
+        "all": (x, weight, bias),
+        "upstream-grad": (clean_x, clean_weight, clean_bias),
+    }[where]
     grad = None
     if where == "upstream-grad":
         grad = torch.ones(6, 4, dtype=dtype)
@@ -152,8 +158,11 @@ def test_nan_propagates_through_the_cost_like_torch(reduction):
 
     out, grads = run(lambda a, y: functional.quadratic_cost(a, y, reduction))
     per_sample = lambda a, y: 0.5 * (y - a).square().sum(-1)  # noqa: E731
-    ref_out, ref_grads = run(lambda a, y: {"none": per_sample(a, y), "sum": per_sample(a, y).sum(),
-                                           "mean": per_sample(a, y).mean()}[reduction])
+    ref_out, ref_grads = run(
+        lambda a, y: {"none": per_sample(a, y), "sum": per_sample(a, y).sum(), "mean": per_sample(a, y).mean()}[
+            reduction
+        ]
+    )
     same_nan_positions(out, ref_out)
     for g, ref in zip(grads, ref_grads):
         same_nan_positions(g, ref)
@@ -172,30 +181,31 @@ def test_half_types_are_rejected_with_the_dtype_named(dtype):
 
 # --- autocast: the ops declare their casting (float32), where nn.Linear runs in bfloat16 -----------------------------
 
+
 def test_autocast_bfloat16_runs_the_layers_in_float32():
     torch.manual_seed(0)
     layer = bp_torch.SigmoidLinear(8, 5)
     plain = torch.nn.Linear(8, 5)
     x = torch.randn(4, 8)
-    expected = layer(x)                                        # float32, outside autocast
+    expected = layer(x)  # float32, outside autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)
-        assert plain(x).dtype == torch.bfloat16                # what nn.Linear does: it computes in bfloat16
-    assert out.dtype == torch.float32                          # what bp_torch does: it declares float32
-    assert torch.equal(out, expected)                          # ... and computes exactly the float32 result
+        assert plain(x).dtype == torch.bfloat16  # what nn.Linear does: it computes in bfloat16
+    assert out.dtype == torch.float32  # what bp_torch does: it declares float32
+    assert torch.equal(out, expected)  # ... and computes exactly the float32 result
 
 
 def test_autocast_casts_half_inputs_to_float32_and_gradients_flow_back():
     torch.manual_seed(0)
     x = torch.randn(4, 8, dtype=torch.bfloat16)
     weight = torch.randn(5, 8, dtype=torch.bfloat16, requires_grad=True)
-    bias = torch.randn(5, requires_grad=True)                  # float32 parameters mixed with bfloat16 ones
+    bias = torch.randn(5, requires_grad=True)  # float32 parameters mixed with bfloat16 ones
     target = torch.rand(4, 5, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         a = functional.sigmoid_linear(x, weight, bias)
         cost = functional.quadratic_cost(a, target)
     assert a.dtype == torch.float32 and cost.dtype == torch.float32
-    cost.backward()                                            # outside autocast, as torch recommends
+    cost.backward()  # outside autocast, as torch recommends
     assert weight.grad.dtype == torch.bfloat16 and bias.grad.dtype == torch.float32
 
     w32, b32 = weight.detach().float().requires_grad_(), bias.detach().clone().requires_grad_()
@@ -222,9 +232,9 @@ def test_autocast_sigmoid_mlp_runs_in_float32_on_every_backend():
     x = torch.randn(4, 6)
     expected = net(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(net(x), expected)                  # float32 parameters: the float32 result, exactly
+        assert torch.equal(net(x), expected)  # float32 parameters: the float32 result, exactly
         net_bf16 = net.to(torch.bfloat16)
-        out = net_bf16(x.bfloat16())                           # bfloat16 parameters: cast, computed in float32
+        out = net_bf16(x.bfloat16())  # bfloat16 parameters: cast, computed in float32
     assert out.dtype == torch.float32
     out.sum().backward()
     assert all(p.grad.dtype == torch.bfloat16 for p in net_bf16.parameters())

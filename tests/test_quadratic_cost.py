@@ -1,4 +1,5 @@
 """quadratic_cost and QuadraticCost against the cost written with torch ops, and by gradcheck."""
+
 import pytest
 import torch
 from torch import nn
@@ -14,8 +15,9 @@ REDUCTIONS = ["mean", "sum", "none"]
 
 
 # The mean over no samples is NaN, which gradcheck cannot compare; test_values_and_gradients covers that case.
-GRADCHECK_CASES = [(name, shape, r) for name, shape in SHAPES.items() for r in REDUCTIONS
-                   if not (shape[0] == 0 and r == "mean")]
+GRADCHECK_CASES = [
+    (name, shape, r) for name, shape in SHAPES.items() for r in REDUCTIONS if not (shape[0] == 0 and r == "mean")
+]
 
 
 @pytest.mark.parametrize("name, shape, reduction", GRADCHECK_CASES)

@@ -1,6 +1,7 @@
 """sgd_step and sgd_epoch with cost="cross_entropy" (3.3) and weight_decay (3.4), on every backend, against autograd
 + torch.optim.SGD(weight_decay=...) with the biases in a no-decay group, and against a numpy re-statement of
 Nielsen's network2.py."""
+
 import math
 import re
 
@@ -40,8 +41,9 @@ def torch_sgd_steps(net, batches, lr, cost, weight_decay):
     """The oracle: autograd through plain torch ops, then torch.optim.SGD with weight decay on the weights only.
     Returns each mini-batch's cost before its update."""
     weights, biases = params(net)
-    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": weight_decay},
-                                 {"params": biases, "weight_decay": 0.0}], lr=lr)
+    optimizer = torch.optim.SGD(
+        [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}], lr=lr
+    )
     costs = []
     for x, y in batches:
         optimizer.zero_grad()
@@ -61,7 +63,7 @@ def test_sgd_step_equals_autograd_and_torch_optim_sgd(cost, weight_decay):
     sizes = [6, 5, 4, 3]
     ours, oracle = make_net(sizes), make_net(sizes)
     x, y = data(sizes, 12)
-    batches = [(x[i:i + 4], y[i:i + 4]) for i in range(0, 12, 4)]
+    batches = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 12, 4)]
     want = torch_sgd_steps(oracle, batches, 0.7, cost, weight_decay)
     got = torch.stack([ours.sgd_step(bx, by, 0.7, cost=cost, weight_decay=weight_decay) for bx, by in batches])
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -84,9 +86,15 @@ def test_sgd_epoch_equals_autograd_and_torch_optim_sgd(cost):
 
 
 @settings(max_examples=60)
-@given(sizes=st.lists(st.integers(1, 5), min_size=2, max_size=4), n=st.integers(1, 7),
-       cost=st.sampled_from(COSTS), weight_decay=st.sampled_from([0.0, 1e-3, 0.3]), lr=st.floats(0.0, 3.0),
-       bias=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=2, max_size=4),
+    n=st.integers(1, 7),
+    cost=st.sampled_from(COSTS),
+    weight_decay=st.sampled_from([0.0, 1e-3, 0.3]),
+    lr=st.floats(0.0, 3.0),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_drawn_networks_step_as_torch_optim_sgd(sizes, n, cost, weight_decay, lr, bias, seed):
     torch.manual_seed(seed)
     ours = SigmoidMLP(sizes, bias=bias, dtype=torch.float64)
@@ -94,8 +102,13 @@ def test_drawn_networks_step_as_torch_optim_sgd(sizes, n, cost, weight_decay, lr
     oracle.load_state_dict(ours.state_dict())
     x, y = data(sizes, n, seed=seed)
     weights, biases = params(oracle)
-    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": weight_decay},
-                                 {"params": [b for b in biases if b is not None], "weight_decay": 0.0}], lr=lr)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": weights, "weight_decay": weight_decay},
+            {"params": [b for b in biases if b is not None], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
     loss = ORACLE_COSTS[cost](oracle(x), y)
     loss.backward()
     optimizer.step()
@@ -111,15 +124,17 @@ def test_tied_weights_decay_once_as_in_torch_optim_sgd():
     first, b1, b2 = (torch.randn(shape, dtype=torch.float64) for shape in ((4, 3), (4,), (4,)))
     x, y = data([3, 4, 4], 6, seed=6)
     oracle = [t.clone().requires_grad_() for t in (first, shared, b1, b2)]
-    optimizer = torch.optim.SGD([{"params": oracle[:2], "weight_decay": 0.1},
-                                 {"params": oracle[2:], "weight_decay": 0.0}], lr=0.9)
+    optimizer = torch.optim.SGD(
+        [{"params": oracle[:2], "weight_decay": 0.1}, {"params": oracle[2:], "weight_decay": 0.0}], lr=0.9
+    )
     a = reference.sigmoid_linear(x, oracle[0], oracle[2])
     a = reference.sigmoid_linear(reference.sigmoid_linear(a, oracle[1], oracle[3]), oracle[1], oracle[3])
     reference.cross_entropy_cost(a, y).backward()
     optimizer.step()
     ours = [t.clone() for t in (first, shared, b1, b2)]
-    F.sgd_step(x, y, [ours[0], ours[1], ours[1]], [ours[2], ours[3], ours[3]], 0.9,
-               cost="cross_entropy", weight_decay=0.1)
+    F.sgd_step(
+        x, y, [ours[0], ours[1], ours[1]], [ours[2], ours[3], ours[3]], 0.9, cost="cross_entropy", weight_decay=0.1
+    )
     for p, q in zip(ours, oracle):
         torch.testing.assert_close(p, q.detach(), rtol=1e-12, atol=1e-12)
 
@@ -132,18 +147,35 @@ def test_trajectory_equals_numpy_network2(cost):
     net = make_net(sizes, seed=7, init="nielsen")
     x, y = data(sizes, 30, seed=8)
     weights, biases = params(net)
-    trajectory = reference.numpy_network2_sgd([w.detach().numpy() for w in weights],
-                                              [b.detach().numpy() for b in biases], x.numpy(), y.numpy(), eta,
-                                              batch_size, cost, lmbda, n_train)
+    trajectory = reference.numpy_network2_sgd(
+        [w.detach().numpy() for w in weights],
+        [b.detach().numpy() for b in biases],
+        x.numpy(),
+        y.numpy(),
+        eta,
+        batch_size,
+        cost,
+        lmbda,
+        n_train,
+    )
     assert len(trajectory) == 6
     for k, (want_w, want_b) in enumerate(trajectory):
-        F.sgd_step(x[k * batch_size:(k + 1) * batch_size], y[k * batch_size:(k + 1) * batch_size], weights, biases,
-                   eta, cost=cost, weight_decay=lmbda / n_train)
+        F.sgd_step(
+            x[k * batch_size : (k + 1) * batch_size],
+            y[k * batch_size : (k + 1) * batch_size],
+            weights,
+            biases,
+            eta,
+            cost=cost,
+            weight_decay=lmbda / n_train,
+        )
         for got, want in zip([*weights, *biases], [*want_w, *want_b]):
             np.testing.assert_allclose(got.detach().numpy(), want, rtol=0, atol=1e-9)
-    moved = [np.abs(w - w0.detach().numpy()).max() for w, w0 in zip(trajectory[-1][0], params(make_net(
-        sizes, seed=7, init="nielsen"))[0])]
-    assert min(moved) > 1e-3            # the comparison is not between networks that never moved
+    moved = [
+        np.abs(w - w0.detach().numpy()).max()
+        for w, w0 in zip(trajectory[-1][0], params(make_net(sizes, seed=7, init="nielsen"))[0])
+    ]
+    assert min(moved) > 1e-3  # the comparison is not between networks that never moved
 
 
 @pytest.mark.parametrize("cost", COSTS)
@@ -152,8 +184,12 @@ def test_sgd_epoch_with_decay_is_exactly_a_loop_of_sgd_step(cost):
     epoch_net, loop_net = make_net(sizes, seed=9), make_net(sizes, seed=9)
     x, y = data(sizes, n, seed=10)
     costs = epoch_net.sgd_epoch(x, y, 2.0, batch_size, shuffle=False, cost=cost, weight_decay=0.01)
-    loop = torch.stack([loop_net.sgd_step(x[i:i + batch_size], y[i:i + batch_size], 2.0, cost=cost,
-                                          weight_decay=0.01) for i in range(0, n, batch_size)])
+    loop = torch.stack(
+        [
+            loop_net.sgd_step(x[i : i + batch_size], y[i : i + batch_size], 2.0, cost=cost, weight_decay=0.01)
+            for i in range(0, n, batch_size)
+        ]
+    )
     assert torch.equal(costs, loop)
     for p, q in zip(epoch_net.parameters(), loop_net.parameters()):
         assert torch.equal(p, q)
@@ -217,8 +253,11 @@ BAD = {
     "inf decay": (dict(weight_decay=math.inf), ValueError, "weight_decay must be a finite number >= 0, got inf"),
     "str decay": (dict(weight_decay="0.1"), TypeError, "weight_decay must be a real number, got str"),
     "bool decay": (dict(weight_decay=True), TypeError, "weight_decay must be a real number, got bool"),
-    "tensor decay": (dict(weight_decay=torch.ones(2)), ValueError,
-                     "weight_decay must be a single number, got a tensor of shape [2]"),
+    "tensor decay": (
+        dict(weight_decay=torch.ones(2)),
+        ValueError,
+        "weight_decay must be a single number, got a tensor of shape [2]",
+    ),
     "y above 1": (dict(cost="cross_entropy", y=2 * Y), ValueError, "y must be in [0, 1] (a probability), got 2.0"),
     "y below 0": (dict(cost="cross_entropy", y=-Y), ValueError, "y must be in [0, 1] (a probability), got -1.0"),
 }
@@ -248,7 +287,7 @@ def test_quadratic_cost_takes_targets_outside_0_1():
 def test_new_options_are_keyword_only():
     net = make_net([3, 2], dtype=torch.float32)
     with pytest.raises(TypeError):
-        F.sgd_step(X, Y, *params(net), 0.1, "cross_entropy")     # type: ignore[misc]
+        F.sgd_step(X, Y, *params(net), 0.1, "cross_entropy")  # type: ignore[misc]
 
 
 @pytest.mark.backends("cpp")
@@ -260,8 +299,9 @@ def test_every_cost_and_decay_takes_the_cpp_ops(monkeypatch, cost, weight_decay)
     calls = []
     for name in ("sgd_step", "sgd_epoch"):
         real = getattr(bp_torch._ops, name)
-        monkeypatch.setattr(bp_torch._ops, name,
-                            lambda *args, name=name, real=real: calls.append((name, *args[-2:])) or real(*args))
+        monkeypatch.setattr(
+            bp_torch._ops, name, lambda *args, name=name, real=real: calls.append((name, *args[-2:])) or real(*args)
+        )
     net = make_net([3, 2], dtype=torch.float32)
     twin = make_net([3, 2], dtype=torch.float32)
     net.sgd_step(X, Y, 0.1, cost=cost, weight_decay=weight_decay)

@@ -3,6 +3,7 @@
 It must be exactly a loop of sgd_step over the same mini-batches (the C++ op runs the same kernel on the same rows,
 the Python backend the same torch ops), and it must equal the numpy re-statement of Nielsen's algorithm.
 """
+
 import copy
 import re
 import threading
@@ -36,14 +37,13 @@ def make_net(sizes, bias=True, dtype=torch.float64, seed=0):
     net = SigmoidMLP(sizes, bias=bias, dtype=dtype)
     with torch.no_grad():
         for p in net.parameters():
-            p.normal_()                                   # Nielsen's N(0, 1)
+            p.normal_()  # Nielsen's N(0, 1)
     return net
 
 
 def data(sizes, n, dtype=torch.float64, seed=1):
     gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, sizes[0], dtype=dtype, generator=gen),
-            torch.rand(n, sizes[-1], dtype=dtype, generator=gen))
+    return (torch.rand(n, sizes[0], dtype=dtype, generator=gen), torch.rand(n, sizes[-1], dtype=dtype, generator=gen))
 
 
 def step_loop(net, x, y, lr, batch_size, perm):
@@ -84,7 +84,8 @@ def test_sgd_epoch_equals_numpy_nielsen(case):
     weights = [layer.weight.detach().numpy().copy() for layer in net]
     biases = [layer.bias.detach().numpy().copy() for layer in net]
     expected_w, expected_b, expected_costs = reference.numpy_nielsen_sgd(
-        weights, biases, x[perm].numpy(), y[perm].numpy(), 3.0, batch_size)
+        weights, biases, x[perm].numpy(), y[perm].numpy(), 3.0, batch_size
+    )
     costs = F.sgd_epoch(x, y, [layer.weight for layer in net], [layer.bias for layer in net], 3.0, batch_size, perm)
     np.testing.assert_allclose(costs.numpy(), expected_costs, rtol=1e-12)
     for layer, w, b in zip(net, expected_w, expected_b):
@@ -145,17 +146,18 @@ def test_sgd_epoch_on_non_contiguous_data():
     wide_x = torch.zeros(n, 2 * sizes[0], dtype=torch.float64)
     wide_x[:, ::2] = x
     wide_y = torch.zeros(n, sizes[-1] + 3, dtype=torch.float64)
-    wide_y[:, :sizes[-1]] = y
+    wide_y[:, : sizes[-1]] = y
     perm_storage = torch.zeros(2 * n, dtype=torch.int64)
     perm_storage[::2] = torch.randperm(n, generator=torch.Generator().manual_seed(9))
     perm = perm_storage[::2]
     expected_net = make_net(sizes)
     expected = step_loop(expected_net, x, y, 0.5, batch_size, perm.contiguous())
-    for x_view, y_view in [(x.T.contiguous().T, y), (wide_x[:, ::2], wide_y[:, :sizes[-1]])]:
+    for x_view, y_view in [(x.T.contiguous().T, y), (wide_x[:, ::2], wide_y[:, : sizes[-1]])]:
         assert not x_view.is_contiguous()
         net = make_net(sizes)
-        costs = F.sgd_epoch(x_view, y_view, [layer.weight for layer in net], [layer.bias for layer in net], 0.5,
-                            batch_size, perm)
+        costs = F.sgd_epoch(
+            x_view, y_view, [layer.weight for layer in net], [layer.bias for layer in net], 0.5, batch_size, perm
+        )
         assert torch.equal(costs, expected)
         assert_same_parameters(net, expected_net)
 
@@ -222,8 +224,9 @@ def test_sgd_epoch_under_torch_compile_fullgraph_matches_eager():
     # The values of perm are still checked in the compiled graph.
     bad = perm.clone()
     bad[3] = bad[4]
-    with pytest.raises((ValueError, RuntimeError), match=re.escape(f"sgd_epoch: perm must be a permutation of "
-                                                                   f"range({n})")):
+    with pytest.raises(
+        (ValueError, RuntimeError), match=re.escape(f"sgd_epoch: perm must be a permutation of range({n})")
+    ):
         compiled_epoch(compiled_net, x, y, bad)
 
 
@@ -279,11 +282,11 @@ def two_threads():
 @pytest.mark.parametrize("case", list(PARTNERED))
 def test_partnered_epoch_is_exactly_a_loop_of_sgd_step(case, dtype, shuffled, layout, two_threads):
     sizes, batch_size = PARTNERED[case]
-    n = PARTNER_MIN_BATCHES * batch_size + 7                 # and a partial last mini-batch
+    n = PARTNER_MIN_BATCHES * batch_size + 7  # and a partial last mini-batch
     x, y = data(sizes, n, dtype)
-    if layout == "strided-rows":                             # rows of a wider tensor: gathered, never copied whole
-        x = torch.cat([x, torch.zeros(n, 3, dtype=dtype)], 1)[:, :sizes[0]]
-        y = torch.cat([y, torch.zeros(n, 1, dtype=dtype)], 1)[:, :sizes[-1]]
+    if layout == "strided-rows":  # rows of a wider tensor: gathered, never copied whole
+        x = torch.cat([x, torch.zeros(n, 3, dtype=dtype)], 1)[:, : sizes[0]]
+        y = torch.cat([y, torch.zeros(n, 1, dtype=dtype)], 1)[:, : sizes[-1]]
         assert not x.is_contiguous() and x.stride(1) == 1
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(13)) if shuffled else None
     net = make_net(sizes, dtype=dtype)
@@ -291,9 +294,16 @@ def test_partnered_epoch_is_exactly_a_loop_of_sgd_step(case, dtype, shuffled, la
     weights, biases = [layer.weight for layer in net], [layer.bias for layer in net]
     costs = F.sgd_epoch(x, y, weights, biases, 3.0, batch_size, perm)
 
-    torch.set_num_threads(1)                                 # no partner
-    costs_one_thread = F.sgd_epoch(x, y, [layer.weight for layer in net_one_thread],
-                                   [layer.bias for layer in net_one_thread], 3.0, batch_size, perm)
+    torch.set_num_threads(1)  # no partner
+    costs_one_thread = F.sgd_epoch(
+        x,
+        y,
+        [layer.weight for layer in net_one_thread],
+        [layer.bias for layer in net_one_thread],
+        3.0,
+        batch_size,
+        perm,
+    )
     expected = step_loop(net_ref, x, y, 3.0, batch_size, perm)
     assert torch.equal(costs_one_thread, expected)
     assert torch.equal(costs, expected)
@@ -320,8 +330,7 @@ def test_partnered_epoch_is_exact_while_other_threads_compete_for_the_cores(two_
     for t in competitors:
         t.start()
     try:
-        costs = [net.sgd_epoch(x, y, 3.0, batch_size, generator=torch.Generator().manual_seed(15))
-                 for _ in range(3)]
+        costs = [net.sgd_epoch(x, y, 3.0, batch_size, generator=torch.Generator().manual_seed(15)) for _ in range(3)]
     finally:
         stop.set()
         for t in competitors:

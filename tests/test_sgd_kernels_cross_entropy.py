@@ -2,6 +2,7 @@
 CrossEntropyCostFunction and torch.optim.SGD, in float64 to tight tolerance, at sizes that take every path of the
 kernels: the vector blocks and their tails in the loops, the loops split over threads, and BLAS (whose beta carries
 the decay). tests/test_isa.py runs this file under each CPU capability."""
+
 import pytest
 import torch
 
@@ -16,8 +17,9 @@ SHAPES = [([37, 33, 17], 9), ([200, 300, 40], 64), ([300, 200, 60], 300)]
 
 def oracle_steps(weights, biases, batches, lr, weight_decay):
     """Autograd through the Python backend's Functions, then torch.optim.SGD with the biases undecayed."""
-    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": weight_decay},
-                                 {"params": biases, "weight_decay": 0.0}], lr=lr)
+    optimizer = torch.optim.SGD(
+        [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}], lr=lr
+    )
     costs = []
     for x, y in batches:
         optimizer.zero_grad()
@@ -55,8 +57,12 @@ def test_cross_entropy_step_with_decay_equals_autograd(sizes, batch, epoch, targ
     if epoch:
         got = F.sgd_epoch(x, y, net_w, net_b, lr, batch, perm, cost="cross_entropy", weight_decay=weight_decay)
     else:
-        got = torch.stack([F.sgd_step(bx, by, net_w, net_b, lr, cost="cross_entropy", weight_decay=weight_decay)
-                           for bx, by in batches])
+        got = torch.stack(
+            [
+                F.sgd_step(bx, by, net_w, net_b, lr, cost="cross_entropy", weight_decay=weight_decay)
+                for bx, by in batches
+            ]
+        )
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for p, q in zip(ours.parameters(), oracle):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)

@@ -1,4 +1,5 @@
 """sigmoid_linear against torch autograd on nn.functional.linear + torch.sigmoid, and by gradcheck."""
+
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
@@ -12,9 +13,9 @@ SHAPES = {"1d": (IN,), "2d": (2, IN), "3d": (2, 3, IN), "empty-batch": (0, IN)}
 
 
 def make_x(shape, dtype=torch.float64, layout="contiguous"):
-    if layout == "transposed":        # (5, IN) viewed from an (IN, 5) tensor
+    if layout == "transposed":  # (5, IN) viewed from an (IN, 5) tensor
         return torch.randn(IN, shape[0], dtype=dtype).T
-    if layout == "sliced":            # every other column of a wider tensor
+    if layout == "sliced":  # every other column of a wider tensor
         return torch.randn(*shape[:-1], 2 * IN, dtype=dtype)[..., ::2]
     return torch.randn(shape, dtype=dtype)
 
@@ -46,9 +47,11 @@ def test_gradcheck_non_contiguous_input(layout):
     assert gradgradcheck(sigmoid_linear, inputs)
 
 
-@pytest.mark.parametrize("requires_grad", [(True, False, False), (False, True, False), (False, False, True),
-                                           (False, True, True), (True, True, True)],
-                         ids=["x", "weight", "bias", "weight+bias", "all"])
+@pytest.mark.parametrize(
+    "requires_grad",
+    [(True, False, False), (False, True, False), (False, False, True), (False, True, True), (True, True, True)],
+    ids=["x", "weight", "bias", "weight+bias", "all"],
+)
 def test_gradcheck_when_only_some_inputs_require_grad(requires_grad):
     torch.manual_seed(2)
     x = make_x((2, 3, IN))
@@ -85,7 +88,7 @@ def test_strided_upstream_gradients(how):
     x = torch.randn(5, IN, dtype=torch.float64, requires_grad=True)
     weight, b = (t.requires_grad_() for t in params())
     if how == "expanded":
-        grad_output = torch.tensor(0.7, dtype=torch.float64).expand(5, OUT)   # what out.sum().backward() sends
+        grad_output = torch.tensor(0.7, dtype=torch.float64).expand(5, OUT)  # what out.sum().backward() sends
     else:
         grad_output = torch.randn(OUT, 5, dtype=torch.float64).T
     assert not grad_output.is_contiguous()
@@ -115,12 +118,12 @@ def test_saves_no_more_memory_than_nn_linear_plus_sigmoid():
     def saved_bytes(fn):
         saved = {}
         with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t,
-                lambda t: t):
+            lambda t: saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t, lambda t: t
+        ):
             fn()
         return sum(saved.values())
 
     ours = saved_bytes(lambda: sigmoid_linear(x, plain[0].weight, plain[0].bias))
     theirs = saved_bytes(lambda: plain(x))
     assert ours <= theirs
-    assert ours == (64 * 256 + 128 * 256 + 64 * 128) * 4       # x, W and a: no z
+    assert ours == (64 * 256 + 128 * 256 + 64 * 128) * 4  # x, W and a: no z

@@ -3,6 +3,7 @@
 Every test runs on both backends (see conftest.py); on the Python backend SigmoidMLP is the chain of SigmoidLinear
 layers, so the comparisons there check the reference the C++ backend must equal.
 """
+
 import copy
 import re
 import threading
@@ -22,7 +23,7 @@ import reference
 
 ops = torch.ops.bp_torch if "cpp" in bp_torch.available_backends() else None
 NETS = [[5, 4, 3], [7, 6, 5, 2], [6, 5, 4, 3, 2], [784, 30, 10]]
-BATCHES = [(), (1,), (9,), (2, 3)]       # 1-D input, batch 1, a batch, extra batch dimensions
+BATCHES = [(), (1,), (9,), (2, 3)]  # 1-D input, batch 1, a batch, extra batch dimensions
 
 
 def make_net(sizes, bias=True, dtype=torch.float64, seed=0):
@@ -30,7 +31,7 @@ def make_net(sizes, bias=True, dtype=torch.float64, seed=0):
     net = SigmoidMLP(sizes, bias=bias, dtype=dtype)
     with torch.no_grad():
         for p in net.parameters():
-            p.normal_()                                   # Nielsen's N(0, 1): far from sigmoid's linear middle
+            p.normal_()  # Nielsen's N(0, 1): far from sigmoid's linear middle
     return net
 
 
@@ -84,10 +85,11 @@ def assert_equals_torch_autograd_and_a_stack_of_layers(sizes, bias, dtype, batch
 def test_the_network_is_one_autograd_node():
     net = make_net([5, 4, 3, 2])
     out = net(torch.rand(3, 5, dtype=torch.float64))
-    assert "SigmoidMLPFunction" in out.grad_fn.name()     # the node of the C++ torch::autograd::Function
+    assert "SigmoidMLPFunction" in out.grad_fn.name()  # the node of the C++ torch::autograd::Function
     # its inputs are the parameters themselves (x does not require grad): no other node in between
-    assert [type(fn).__name__ for fn, _ in out.grad_fn.next_functions] == [None.__class__.__name__] + \
-        ["AccumulateGrad"] * 6
+    assert [type(fn).__name__ for fn, _ in out.grad_fn.next_functions] == [None.__class__.__name__] + [
+        "AccumulateGrad"
+    ] * 6
 
 
 @pytest.mark.parametrize("which", ["only x", "only weights", "first layer frozen", "only biases"])
@@ -119,13 +121,14 @@ def test_expanded_and_transposed_upstream_gradients():
 def test_non_contiguous_input_and_weights():
     net = make_net([6, 5, 4])
     with torch.no_grad():
-        net[0].weight = torch.nn.Parameter(net[0].weight.T.contiguous().T)       # same values, transposed strides
+        net[0].weight = torch.nn.Parameter(net[0].weight.T.contiguous().T)  # same values, transposed strides
     x = torch.rand(6, 3, dtype=torch.float64).T
     torch.testing.assert_close(net(x), reference_forward(net, x))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The fused op itself (C++ backend): all activations as outputs, gradcheck, gradgradcheck, opcheck.
+
 
 def op_inputs(sizes=(4, 3, 3, 2), bias=True, batch=(3,), seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -192,19 +195,31 @@ def _opcheck_cases():
         "forward, 1-D": (ops.sigmoid_mlp.default, (x[0], req(weights), biases)),
         "backward, all": (ops.sigmoid_mlp_backward.default, (g, x, weights, acts, True, True)),
         "backward, weights only": (ops.sigmoid_mlp_backward.default, (g, x, weights, acts, False, False)),
-        "sgd_step": (ops.sigmoid_mlp_sgd_step.default, (x, y, [w.clone() for w in weights],
-                                                        [b.clone() for b in biases], 0.5)),
+        "sgd_step": (
+            ops.sigmoid_mlp_sgd_step.default,
+            (x, y, [w.clone() for w in weights], [b.clone() for b in biases], 0.5),
+        ),
         "sgd_step, no bias": (ops.sigmoid_mlp_sgd_step.default, (x, y, [w.clone() for w in weights], [], 3.0)),
     }
 
 
 @pytest.mark.backends("cpp")
-@pytest.mark.parametrize("case", ["forward, all require grad", "forward, weights only", "forward, no bias",
-                                  "forward, 1-D", "backward, all", "backward, weights only", "sgd_step",
-                                  "sgd_step, no bias"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "forward, all require grad",
+        "forward, weights only",
+        "forward, no bias",
+        "forward, 1-D",
+        "backward, all",
+        "backward, weights only",
+        "sgd_step",
+        "sgd_step, no bias",
+    ],
+)
 def test_opcheck(case):
     op, args = _opcheck_cases()[case]
-    results = opcheck(op, args)   # schema (mutation included), autograd registration, fake tensor, AOT dispatch
+    results = opcheck(op, args)  # schema (mutation included), autograd registration, fake tensor, AOT dispatch
     assert set(results.values()) == {"SUCCESS"}
 
 
@@ -232,8 +247,12 @@ def test_functional_call_uses_the_given_parameters():
 # ---------------------------------------------------------------------------------------------------------------
 # sgd_step
 
-SGD_NETS = {"nielsen-small": ([6, 5, 4, 3], 2), "mnist-sized": ([784, 30, 10], 10),
-            "blas-sized": ([300, 200, 60], 64), "batch-1": ([9, 8, 7], 1)}
+SGD_NETS = {
+    "nielsen-small": ([6, 5, 4, 3], 2),
+    "mnist-sized": ([784, 30, 10], 10),
+    "blas-sized": ([300, 200, 60], 64),
+    "batch-1": ([9, 8, 7], 1),
+}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -267,10 +286,13 @@ def test_sgd_step_equals_numpy_nielsen(case):
     y = torch.rand(4 * batch, sizes[-1], dtype=torch.float64, generator=gen)
     weights = [layer.weight.detach().numpy().copy() for layer in net]
     biases = [layer.bias.detach().numpy().copy() for layer in net]
-    expected_w, expected_b, expected_costs = reference.numpy_nielsen_sgd(weights, biases, x.numpy(), y.numpy(), 3.0,
-                                                                         batch)
-    costs = [net.sgd_step(x[start:start + batch], y[start:start + batch], 3.0).item()
-             for start in range(0, len(x), batch)]
+    expected_w, expected_b, expected_costs = reference.numpy_nielsen_sgd(
+        weights, biases, x.numpy(), y.numpy(), 3.0, batch
+    )
+    costs = [
+        net.sgd_step(x[start : start + batch], y[start : start + batch], 3.0).item()
+        for start in range(0, len(x), batch)
+    ]
     np.testing.assert_allclose(costs, expected_costs, rtol=1e-12)
     for layer, w, b in zip(net, expected_w, expected_b):
         np.testing.assert_allclose(layer.weight.detach().numpy(), w, rtol=0, atol=1e-9)
@@ -316,7 +338,7 @@ def test_sgd_step_on_non_contiguous_parameters_and_inputs():
     torch.testing.assert_close(cost, expected)
     for p, p_ref in zip(net.parameters(), net_ref.parameters()):
         torch.testing.assert_close(p, p_ref)
-    assert net[0].weight.stride() == (1, 5)                        # updated where it lives
+    assert net[0].weight.stride() == (1, 5)  # updated where it lives
 
 
 def test_functional_sgd_step_takes_none_biases():
@@ -365,26 +387,51 @@ def test_sgd_step_in_threads_equals_serial():
 
 
 BAD_CALLS = {
-    "chain": (lambda x, y, w, b: F.sgd_step(x, y, [w[0], w[0]], [b[0], b[0]], 0.1), ValueError,
-              "sgd_step: weights[1] must have in_features=4 (the previous layer's out_features), got shape [4, 5]"),
-    "no-layers": (lambda x, y, w, b: F.sgd_step(x, y, [], [], 0.1), ValueError,
-                  "sgd_step: weights must have at least one entry (one per layer), got none"),
-    "bias-count": (lambda x, y, w, b: F.sgd_step(x, y, w, b[:1], 0.1), ValueError,
-                   "sgd_step: biases must be empty (no bias) or have one entry per layer (2), got 1"),
-    "bias-dtype": (lambda x, y, w, b: F.sgd_step(x, y, w, [b[0].float(), b[1]], 0.1), TypeError,
-                   "sigmoid_linear: input and bias must have the same dtype, got torch.float64 and torch.float32"),
-    "forward-chain": (lambda x, y, w, b: F.sigmoid_mlp(x, [w[0], w[0]], [b[0], b[0]]), ValueError,
-                      "sigmoid_mlp: weights[1] must have in_features=4 (the previous layer's out_features), "
-                      "got shape [4, 5]"),
-    "forward-input": (lambda x, y, w, b: F.sigmoid_mlp(x[:, :3], w, b), ValueError,
-                      "sigmoid_mlp: weights[0] must have in_features=3 (the input's last dimension), got shape [4, 5]"),
-    "forward-bias": (lambda x, y, w, b: F.sigmoid_mlp(x, w, [b[0], b[0]]), ValueError,
-                     "sigmoid_mlp: biases[1] must have shape [3] (out_features), got shape [4]"),
-    "forward-dtype": (lambda x, y, w, b: F.sigmoid_mlp(x, [w[0], w[1].float()], b), TypeError,
-                      "sigmoid_mlp: input and weights[1] must have the same dtype, got torch.float64 and "
-                      "torch.float32"),
-    "forward-0d": (lambda x, y, w, b: F.sigmoid_mlp(x[0, 0], w, b), ValueError,
-                   "sigmoid_mlp: input must have at least 1 dimension"),
+    "chain": (
+        lambda x, y, w, b: F.sgd_step(x, y, [w[0], w[0]], [b[0], b[0]], 0.1),
+        ValueError,
+        "sgd_step: weights[1] must have in_features=4 (the previous layer's out_features), got shape [4, 5]",
+    ),
+    "no-layers": (
+        lambda x, y, w, b: F.sgd_step(x, y, [], [], 0.1),
+        ValueError,
+        "sgd_step: weights must have at least one entry (one per layer), got none",
+    ),
+    "bias-count": (
+        lambda x, y, w, b: F.sgd_step(x, y, w, b[:1], 0.1),
+        ValueError,
+        "sgd_step: biases must be empty (no bias) or have one entry per layer (2), got 1",
+    ),
+    "bias-dtype": (
+        lambda x, y, w, b: F.sgd_step(x, y, w, [b[0].float(), b[1]], 0.1),
+        TypeError,
+        "sigmoid_linear: input and bias must have the same dtype, got torch.float64 and torch.float32",
+    ),
+    "forward-chain": (
+        lambda x, y, w, b: F.sigmoid_mlp(x, [w[0], w[0]], [b[0], b[0]]),
+        ValueError,
+        "sigmoid_mlp: weights[1] must have in_features=4 (the previous layer's out_features), got shape [4, 5]",
+    ),
+    "forward-input": (
+        lambda x, y, w, b: F.sigmoid_mlp(x[:, :3], w, b),
+        ValueError,
+        "sigmoid_mlp: weights[0] must have in_features=3 (the input's last dimension), got shape [4, 5]",
+    ),
+    "forward-bias": (
+        lambda x, y, w, b: F.sigmoid_mlp(x, w, [b[0], b[0]]),
+        ValueError,
+        "sigmoid_mlp: biases[1] must have shape [3] (out_features), got shape [4]",
+    ),
+    "forward-dtype": (
+        lambda x, y, w, b: F.sigmoid_mlp(x, [w[0], w[1].float()], b),
+        TypeError,
+        "sigmoid_mlp: input and weights[1] must have the same dtype, got torch.float64 and torch.float32",
+    ),
+    "forward-0d": (
+        lambda x, y, w, b: F.sigmoid_mlp(x[0, 0], w, b),
+        ValueError,
+        "sigmoid_mlp: input must have at least 1 dimension",
+    ),
 }
 
 

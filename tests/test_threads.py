@@ -1,6 +1,7 @@
 """Threads, on every backend: forward and backward from 4 Python threads at once give the serial results, on separate
 modules and on one shared module; and the C++ kernels hold no global mutable state.
 """
+
 import re
 import shutil
 import subprocess
@@ -98,15 +99,15 @@ def test_shared_module_backward_accumulates_every_threads_gradient():
             e += g
 
     def work(i):
-        functional.quadratic_cost(net(data[i][0]), data[i][1]).backward()   # into the shared .grad
+        functional.quadratic_cost(net(data[i][0]), data[i][1]).backward()  # into the shared .grad
 
     run_in_threads(work)
     for p, e in zip(net.parameters(), expected):
-        torch.testing.assert_close(p.grad, e)                 # the order of the 4 additions may differ
+        torch.testing.assert_close(p.grad, e)  # the order of the 4 additions may differ
 
 
 def test_sgd_step_on_separate_networks_in_threads_matches_serial():
-    def make(seed):                                           # in the main thread: init draws from the global RNG
+    def make(seed):  # in the main thread: init draws from the global RNG
         torch.manual_seed(seed)
         return bp_torch.SigmoidMLP([16, 8, 4]), *make_batch(seed, 32, 16)
 
@@ -122,6 +123,7 @@ def test_sgd_step_on_separate_networks_in_threads_matches_serial():
 
 
 # --- torch's thread count ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def restore_num_threads():
@@ -153,7 +155,7 @@ def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, r
         return [out.detach(), *grads, *costs, *[p.detach() for p in net.parameters()]]
 
     serial = run(1)
-    assert not torch.equal(serial[-4], template[0].weight.detach())       # the steps did train
+    assert not torch.equal(serial[-4], template[0].weight.detach())  # the steps did train
     for threads in (2, 3):
         assert_same(run(threads), serial)
 
@@ -185,9 +187,9 @@ def test_cpp_extension_has_no_global_mutable_state(backend):
             continue
         name = parts[2]
         if "bp_torch" not in name and not name.startswith("PyInit"):
-            continue                                          # the C++ runtime's and torch's own
+            continue  # the C++ runtime's and torch's own
         if name.startswith(("typeinfo for", "vtable for", "guard variable for")):
-            continue                                          # RTTI, vtables, static-init guards
+            continue  # RTTI, vtables, static-init guards
         if re.match(r"bp_torch::TORCH_LIBRARY(_IMPL)?_static_init_", name) or name == "PyInit__C::module":
             continue
         local_static = re.search(r"\)::(\w+)$", name)

@@ -2,6 +2,7 @@
 
 Each test runs once per backend (tests/conftest.py); the subprocess runs pass ``--backend`` from the fixture.
 """
+
 import importlib.util
 import json
 import os
@@ -22,8 +23,7 @@ import bp_torch
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "train_digits.py"
 PREDICT = ROOT / "examples" / "predict_digits.py"
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def load_example(name):
@@ -36,8 +36,14 @@ def load_example(name):
 
 def run_example(script, *args, timeout=120):
     env = {k: v for k, v in os.environ.items() if k != "BP_TORCH_BACKEND"}
-    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def digits_test_split():
@@ -46,8 +52,7 @@ def digits_test_split():
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
-    _, x_test, _, y_test = train_test_split(d.data / 16.0, d.target, test_size=0.25, stratify=d.target,
-                                            random_state=0)
+    _, x_test, _, y_test = train_test_split(d.data / 16.0, d.target, test_size=0.25, stratify=d.target, random_state=0)
     return torch.tensor(x_test, dtype=torch.float32), torch.tensor(y_test)
 
 
@@ -57,8 +62,22 @@ def plain_net(sizes):
 
 def test_digits_end_to_end(tmp_path, backend, capsys):
     metrics_path, plot_path, ckpt_path = tmp_path / "m.json", tmp_path / "plot.png", tmp_path / "digits.pt"
-    r = run_example(TRAIN, "--epochs", 3, "--seed", 1, "--backend", backend, "--no-progress",
-                    "--metrics-json", metrics_path, "--plot", plot_path, "--save", ckpt_path)
+    r = run_example(
+        TRAIN,
+        "--epochs",
+        3,
+        "--seed",
+        1,
+        "--backend",
+        backend,
+        "--no-progress",
+        "--metrics-json",
+        metrics_path,
+        "--plot",
+        plot_path,
+        "--save",
+        ckpt_path,
+    )
     assert r.returncode == 0, r.stderr
     assert f"backend {backend}" in r.stdout
     epoch_lines = [line for line in r.stdout.splitlines() if line.startswith("epoch ")]
@@ -80,6 +99,7 @@ def test_digits_end_to_end(tmp_path, backend, capsys):
     # the plot is a real PNG
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
+
     img = matplotlib.image.imread(plot_path)
     assert img.ndim == 3 and img.shape[0] >= 400 and img.shape[1] >= 600
     assert img[..., :3].std() > 0.05  # not a blank canvas
@@ -114,6 +134,7 @@ def test_digits_end_to_end(tmp_path, backend, capsys):
 
     # ... and for an image file: a test digit drawn dark on white, 8 times larger, reads back as that digit
     import matplotlib.pyplot as plt
+
     digit = x_test[20].reshape(8, 8)
     png = tmp_path / "digit.png"
     plt.imsave(png, np.kron(1 - digit.numpy(), np.ones((8, 8))), cmap="gray", vmin=0, vmax=1)
@@ -138,7 +159,7 @@ def fake_mnist(n, rng):
     images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
     for img, label in zip(images, labels):
         r, c = divmod(int(label), 3)
-        img[r * 7:r * 7 + 7, c * 9 + 1:c * 9 + 8] = 255
+        img[r * 7 : r * 7 + 7, c * 9 + 1 : c * 9 + 8] = 255
     return images, labels
 
 
@@ -151,8 +172,23 @@ def test_mnist_path_on_idx_files(tmp_path, backend):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     metrics_path, ckpt_path = tmp_path / "m.json", tmp_path / "mnist.pt"
-    r = run_example(TRAIN, "--dataset", "mnist", "--data-dir", tmp_path, "--epochs", 3, "--fused",
-                    "--backend", backend, "--no-progress", "--metrics-json", metrics_path, "--save", ckpt_path)
+    r = run_example(
+        TRAIN,
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        tmp_path,
+        "--epochs",
+        3,
+        "--fused",
+        "--backend",
+        backend,
+        "--no-progress",
+        "--metrics-json",
+        metrics_path,
+        "--save",
+        ckpt_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "mnist: 300 training / 100 test images" in r.stdout
     m = json.loads(metrics_path.read_text())
@@ -192,10 +228,25 @@ def test_seed_makes_runs_reproducible(tmp_path, backend):
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         path = tmp_path / f"{name}.json"
-        assert train_digits.main(["--epochs", "2", "--seed", str(seed), "--backend", backend, "--no-progress",
-                                  "--metrics-json", str(path)]) == 0
-        runs[name] = [(h["cost"], h["train_accuracy"], h["test_accuracy"]) for h in
-                      json.loads(path.read_text())["history"]]
+        assert (
+            train_digits.main(
+                [
+                    "--epochs",
+                    "2",
+                    "--seed",
+                    str(seed),
+                    "--backend",
+                    backend,
+                    "--no-progress",
+                    "--metrics-json",
+                    str(path),
+                ]
+            )
+            == 0
+        )
+        runs[name] = [
+            (h["cost"], h["train_accuracy"], h["test_accuracy"]) for h in json.loads(path.read_text())["history"]
+        ]
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
 
@@ -207,14 +258,19 @@ def test_fused_epochs_train_as_the_autograd_loop(tmp_path, backend):
     runs = {}
     for fused in (False, True):
         path = tmp_path / f"fused-{fused}.json"
-        assert train_digits.main(["--epochs", "3", "--seed", "3", "--backend", backend, "--no-progress",
-                                  "--metrics-json", str(path)] + ["--fused"] * fused) == 0
+        assert (
+            train_digits.main(
+                ["--epochs", "3", "--seed", "3", "--backend", backend, "--no-progress", "--metrics-json", str(path)]
+                + ["--fused"] * fused
+            )
+            == 0
+        )
         runs[fused] = json.loads(path.read_text())
     assert runs[True]["fused"] is True and runs[False]["fused"] is False
     for plain, fused in zip(runs[False]["history"], runs[True]["history"]):
         assert fused["cost"] == pytest.approx(plain["cost"], rel=1e-3)
-        assert abs(fused["test_accuracy"] - plain["test_accuracy"]) <= 2 / 450      # at most 2 of 450 images
-    assert runs[True]["test_accuracy"] > 0.85                 # it learned: chance is 10%
+        assert abs(fused["test_accuracy"] - plain["test_accuracy"]) <= 2 / 450  # at most 2 of 450 images
+    assert runs[True]["test_accuracy"] > 0.85  # it learned: chance is 10%
 
 
 def _ddp_worker(rank, world_size, init_file, backend, seed, queue):
@@ -222,6 +278,7 @@ def _ddp_worker(rank, world_size, init_file, backend, seed, queue):
     from torch.nn.parallel import DistributedDataParallel
 
     import bp_torch
+
     bp_torch.set_backend(backend)
     train_digits = load_example("train_digits")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
@@ -244,8 +301,9 @@ def test_ddp_gradients_equal_single_process(tmp_path, backend):
     train_digits = load_example("train_digits")
     seed, world_size = 3, 2
     queue = mp.get_context("spawn").Queue()
-    procs = mp.spawn(_ddp_worker, args=(world_size, tmp_path / "init", backend, seed, queue), nprocs=world_size,
-                     join=False)
+    procs = mp.spawn(
+        _ddp_worker, args=(world_size, tmp_path / "init", backend, seed, queue), nprocs=world_size, join=False
+    )
     results, deadline = [], time.monotonic() + 120
     while len(results) < world_size:
         try:
@@ -285,9 +343,31 @@ def test_cross_entropy_l2_and_init_flags(tmp_path, backend):
     runs = {}
     for fused in (False, True):
         path = tmp_path / f"ce-{fused}.json"
-        assert train_digits.main(["--epochs", "3", "--seed", "4", "--backend", backend, "--no-progress", "--cost",
-                                  "cross-entropy", "--lmbda", "5", "--init", "nielsen", "--lr", "0.5",
-                                  "--metrics-json", str(path)] + ["--fused"] * fused) == 0
+        assert (
+            train_digits.main(
+                [
+                    "--epochs",
+                    "3",
+                    "--seed",
+                    "4",
+                    "--backend",
+                    backend,
+                    "--no-progress",
+                    "--cost",
+                    "cross-entropy",
+                    "--lmbda",
+                    "5",
+                    "--init",
+                    "nielsen",
+                    "--lr",
+                    "0.5",
+                    "--metrics-json",
+                    str(path),
+                ]
+                + ["--fused"] * fused
+            )
+            == 0
+        )
         runs[fused] = json.loads(path.read_text())
     plain = runs[False]
     assert (plain["cost"], plain["lmbda"], plain["init"]) == ("cross-entropy", 5.0, "nielsen")
@@ -309,22 +389,42 @@ def test_lmbda_decays_the_weights_and_normal_is_large(tmp_path, backend):
     norms = {}
     for lmbda in ("0", "50"):
         ckpt = tmp_path / f"l{lmbda}.pt"
-        assert train_digits.main(["--epochs", "2", "--seed", "1", "--backend", backend, "--no-progress", "--fused",
-                                  "--lmbda", lmbda, "--save", str(ckpt)]) == 0
+        assert (
+            train_digits.main(
+                [
+                    "--epochs",
+                    "2",
+                    "--seed",
+                    "1",
+                    "--backend",
+                    backend,
+                    "--no-progress",
+                    "--fused",
+                    "--lmbda",
+                    lmbda,
+                    "--save",
+                    str(ckpt),
+                ]
+            )
+            == 0
+        )
         state = torch.load(ckpt)["state_dict"]
         norms[lmbda] = (state["0.weight"].norm().item(), state["0.bias"].norm().item())
-    assert norms["50"][0] < 0.5 * norms["0"][0]          # (1 - 3.0 * 50/1347) per step shrinks the weights
+    assert norms["50"][0] < 0.5 * norms["0"][0]  # (1 - 3.0 * 50/1347) per step shrinks the weights
     args = train_digits.cli.parse_args(["--init", "normal"])
     assert args.init == "large"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--cost", "mse"], "argument --cost: invalid choice: 'mse'"),
-    (["--init", "xavier"], "argument --init: invalid choice: 'xavier'"),
-    (["--lmbda", "-1"], "--lmbda must be a finite number >= 0, got -1.0"),
-    (["--lmbda", "nan"], "--lmbda must be a finite number >= 0, got nan"),
-    (["--input-scale", "0"], "--input-scale must be a finite number > 0, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--cost", "mse"], "argument --cost: invalid choice: 'mse'"),
+        (["--init", "xavier"], "argument --init: invalid choice: 'xavier'"),
+        (["--lmbda", "-1"], "--lmbda must be a finite number >= 0, got -1.0"),
+        (["--lmbda", "nan"], "--lmbda must be a finite number >= 0, got nan"),
+        (["--input-scale", "0"], "--input-scale must be a finite number > 0, got 0.0"),
+    ],
+)
 def test_new_flags_refuse_bad_values(argv, message, backend):
     result = run_example(TRAIN, *argv, "--backend", backend)
     assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -1,4 +1,5 @@
 """Training with bp_torch gives the weights of an independent numpy re-statement of Nielsen's algorithm."""
+
 import copy
 
 import numpy as np
@@ -9,7 +10,7 @@ from bp_torch import QuadraticCost, SigmoidLinear, SigmoidMLP
 
 import reference
 
-SIZES, N_SAMPLES, BATCH, LR = [6, 5, 4, 3], 50, 2, 3.0     # 25 steps of mini-batch 2
+SIZES, N_SAMPLES, BATCH, LR = [6, 5, 4, 3], 50, 2, 3.0  # 25 steps of mini-batch 2
 
 
 def data():
@@ -24,7 +25,7 @@ def nielsen_net():
     net = SigmoidMLP(SIZES, dtype=torch.float64)
     with torch.no_grad():
         for p in net.parameters():
-            p.normal_()                                   # Nielsen's N(0, 1) initialisation
+            p.normal_()  # Nielsen's N(0, 1) initialisation
     return net
 
 
@@ -43,10 +44,10 @@ def assert_same_weights(layers, expected):
 
 def autograd_loop(model, x, y):
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    cost = QuadraticCost()                                # 1/2n sum ||y - a||^2, Nielsen's update
+    cost = QuadraticCost()  # 1/2n sum ||y - a||^2, Nielsen's update
     for start in range(0, N_SAMPLES, BATCH):
         opt.zero_grad()
-        cost(model(x[start:start + BATCH]), y[start:start + BATCH]).backward()
+        cost(model(x[start : start + BATCH]), y[start : start + BATCH]).backward()
         opt.step()
 
 
@@ -60,7 +61,7 @@ def test_25_sgd_steps_match_numpy_nielsen(how):
         layers = list(net)
     elif how == "sgd_step":
         for start in range(0, N_SAMPLES, BATCH):
-            net.sgd_step(x[start:start + BATCH], y[start:start + BATCH], LR)
+            net.sgd_step(x[start : start + BATCH], y[start : start + BATCH], LR)
         layers = list(net)
     else:
         stack = torch.nn.Sequential(*(SigmoidLinear(i, o, dtype=torch.float64) for i, o in zip(SIZES, SIZES[1:])))

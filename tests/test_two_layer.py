@@ -1,4 +1,5 @@
 """two_layer_quadratic_cost: equations (A) and (B) against torch autograd and by gradcheck."""
+
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
@@ -54,6 +55,6 @@ def test_equations_a_and_b_equal_autograd(shape, dtype):
 def test_empty_batch_gives_zero_gradients():
     inputs = [t.requires_grad_() for t in network((0, 3))]
     cost = two_layer_quadratic_cost(*inputs)
-    assert cost.isnan()             # the mean of no samples, as torch's mean gives
+    assert cost.isnan()  # the mean of no samples, as torch's mean gives
     grads = torch.autograd.grad(cost, inputs[1:5], allow_unused=True)
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)

@@ -1,4 +1,5 @@
 """torch.func: per-sample gradients with vmap(grad(...)) equal a loop over the samples."""
+
 import torch
 from torch.func import grad, vmap
 
@@ -19,7 +20,8 @@ def test_per_sample_gradients_of_the_two_layer_function_equal_a_loop():
     w1, b1, w2, b2 = torch.randn(4, 3), torch.randn(4), torch.randn(2, 4), torch.randn(2)
     x, y = torch.randn(5, 3), torch.rand(5, 2)
     per_sample = vmap(grad(two_layer_quadratic_cost, argnums=(1, 3)), in_dims=(0, None, None, None, None, 0))(
-        x, w1, b1, w2, b2, y)
+        x, w1, b1, w2, b2, y
+    )
     for i in range(len(x)):
         expected = grad(two_layer_quadratic_cost, argnums=(1, 3))(x[i], w1, b1, w2, b2, y[i])
         for got, want in zip(per_sample, expected):

@@ -3,6 +3,7 @@
 Mazur rounds his intermediate values, so each published number is checked to one unit in its last digit.
 His network shares one bias per layer and does not update the biases; one gradient-descent step uses eta = 0.5.
 """
+
 import torch
 
 import bp_torch
@@ -10,9 +11,9 @@ from bp_torch.functional import two_layer_quadratic_cost
 
 X = torch.tensor([0.05, 0.10], dtype=torch.float64)
 Y = torch.tensor([0.01, 0.99], dtype=torch.float64)
-W1 = torch.tensor([[0.15, 0.20], [0.25, 0.30]], dtype=torch.float64)    # w1 w2 / w3 w4
+W1 = torch.tensor([[0.15, 0.20], [0.25, 0.30]], dtype=torch.float64)  # w1 w2 / w3 w4
 B1 = torch.tensor([0.35, 0.35], dtype=torch.float64)
-W2 = torch.tensor([[0.40, 0.45], [0.50, 0.55]], dtype=torch.float64)    # w5 w6 / w7 w8
+W2 = torch.tensor([[0.40, 0.45], [0.50, 0.55]], dtype=torch.float64)  # w5 w6 / w7 w8
 B2 = torch.tensor([0.60, 0.60], dtype=torch.float64)
 ETA = 0.5
 
@@ -49,12 +50,12 @@ def test_equations_a_and_b_give_the_published_gradients_and_updates():
     cost = two_layer_quadratic_cost(X, w1, B1, w2, B2, Y)
     assert_published(cost, "0.298371109")
     grad_w1, grad_w2 = torch.autograd.grad(cost, (w1, w2))
-    assert_published(grad_w2[0, 0], "0.082167041")                      # dE/dw5, by (A)
-    new_w2, new_w1 = W2 - ETA * grad_w2, W1 - ETA * grad_w1            # W <- W - eta dC/dW
+    assert_published(grad_w2[0, 0], "0.082167041")  # dE/dw5, by (A)
+    new_w2, new_w1 = W2 - ETA * grad_w2, W1 - ETA * grad_w1  # W <- W - eta dC/dW
     for value, published in zip(new_w2.flatten(), ["0.35891648", "0.408666186", "0.511301270", "0.561370121"]):
         assert_published(value, published)
     for value, published in zip(new_w1.flatten(), ["0.149780716", "0.19956143", "0.24975114", "0.29950229"]):
-        assert_published(value, published)                             # by (B)
+        assert_published(value, published)  # by (B)
 
 
 def test_one_sgd_step_of_the_module_gives_the_published_weights():

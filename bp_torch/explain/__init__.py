@@ -36,6 +36,7 @@ the page slides through); ``_report.py`` holds it (LayerReport, ExplainReport); 
 quantity as the chapter does; ``_text.py`` is the table of ``print(report)``, ``_plot.py`` the picture, ``_page.py``
 with ``page.html`` the page; ``_worked_examples.py`` has Mazur's network; ``_cli.py`` is the command line.
 """
+
 from ._cli import main
 from ._explain import explain
 from ._report import ExplainReport, LayerReport

@@ -1,4 +1,5 @@
 """``python -m bp_torch.explain``: the worked example, term by term (see :func:`bp_torch.explain.main`)."""
+
 import sys
 
 from bp_torch.explain import main

@@ -5,6 +5,7 @@ A mistake on the command line ends in one line, ``python -m bp_torch.explain: er
 argparse ends its own: the mistakes found after the parsing are raised as :class:`UsageError` and turned into that
 line by :func:`main`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ from ._worked_examples import mazur_example
 
 __all__ = ["TRAIN_DIGITS_FORMAT", "UsageError", "main"]
 
-TRAIN_DIGITS_FORMAT = "bp_torch.train_digits/1"   # the "format" of a checkpoint from examples/train_digits.py --save
+TRAIN_DIGITS_FORMAT = "bp_torch.train_digits/1"  # the "format" of a checkpoint from examples/train_digits.py --save
 
 
 class UsageError(ValueError):
@@ -47,10 +48,13 @@ def _load_checkpoint(path: str, dtype: torch.dtype) -> tuple[SigmoidMLP, str]:
         raise UsageError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     except Exception as err:  # torch.load's errors for a file that is not one it wrote are of many kinds
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise UsageError(f"{path} is not a checkpoint that torch.load can read ({type(err).__name__}: "
-                         f"{first_line[:120]})") from None
-    expected = ("expected the checkpoint of examples/train_digits.py --save or a SigmoidMLP state_dict "
-                "(keys '0.weight', '0.bias', '1.weight', ...)")
+        raise UsageError(
+            f"{path} is not a checkpoint that torch.load can read ({type(err).__name__}: {first_line[:120]})"
+        ) from None
+    expected = (
+        "expected the checkpoint of examples/train_digits.py --save or a SigmoidMLP state_dict "
+        "(keys '0.weight', '0.bias', '1.weight', ...)"
+    )
     description = f"weights from {path}"
     if isinstance(saved, dict) and saved.get("format") == TRAIN_DIGITS_FORMAT:
         state = saved.get("state_dict")
@@ -61,8 +65,11 @@ def _load_checkpoint(path: str, dtype: torch.dtype) -> tuple[SigmoidMLP, str]:
         raise UsageError(f"{path} holds a {type(state).__name__}; {expected}")
     # The layers are the modules that have a weight, in order: 0, 1, 2, ... (a SigmoidMLP) or 0, 2, 4, ... (an
     # nn.Sequential with an nn.Sigmoid after each nn.Linear)
-    indices = sorted(int(key.split(".")[0]) for key in state
-                     if isinstance(key, str) and key.endswith(".weight") and key.split(".")[0].isdigit())
+    indices = sorted(
+        int(key.split(".")[0])
+        for key in state
+        if isinstance(key, str) and key.endswith(".weight") and key.split(".")[0].isdigit()
+    )
     if not indices:
         keys = sorted(map(str, state))
         raise UsageError(f"{path} holds a dict with keys {keys[:6]}{' ...' if len(keys) > 6 else ''}; {expected}")
@@ -76,12 +83,14 @@ def _load_checkpoint(path: str, dtype: torch.dtype) -> tuple[SigmoidMLP, str]:
             shape = list(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
             raise UsageError(f"{path}: '{i}.bias' must have shape {[w.shape[0]]} like '{i}.weight''s rows, got {shape}")
     if any(b is None for b in biases) and not all(b is None for b in biases):
-        raise UsageError(f"{path}: some layers have a bias and some have none; a SigmoidMLP has one on every layer or "
-                         f"on none")
+        raise UsageError(
+            f"{path}: some layers have a bias and some have none; a SigmoidMLP has one on every layer or on none"
+        )
     for (i, below), (j, above) in zip(zip(indices, weights), zip(indices[1:], weights[1:])):
         if above.shape[1] != below.shape[0]:
-            raise UsageError(f"{path}: '{j}.weight' takes {above.shape[1]} inputs but '{i}.weight' gives "
-                             f"{below.shape[0]} outputs")
+            raise UsageError(
+                f"{path}: '{j}.weight' takes {above.shape[1]} inputs but '{i}.weight' gives {below.shape[0]} outputs"
+            )
     sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     model = SigmoidMLP(sizes, bias=biases[0] is not None, dtype=dtype)
     with torch.no_grad():
@@ -96,30 +105,58 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bp_torch.explain",
         description="Back-propagation term by term: each factor of the chapter's chain rule, labelled with its "
-                    "equation, checked against torch autograd, then one step of gradient descent. With no options: "
-                    "the 2-2-2 worked example of Mazur, 'A Step by Step Backpropagation Example' (2015).")
-    p.add_argument("--sizes", type=int, nargs="+", metavar="N",
-                   help="a random SigmoidMLP with these layer sizes, input first (e.g. --sizes 3 4 2)")
+        "equation, checked against torch autograd, then one step of gradient descent. With no options: "
+        "the 2-2-2 worked example of Mazur, 'A Step by Step Backpropagation Example' (2015).",
+    )
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="a random SigmoidMLP with these layer sizes, input first (e.g. --sizes 3 4 2)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the random weights, input and target (default 0)")
-    p.add_argument("--lr", "--eta", type=float, default=None, dest="lr",
-                   help="learning rate eta of the gradient-descent step (default 0.5)")
-    p.add_argument("--checkpoint", metavar="PATH",
-                   help="load the weights from the checkpoint of examples/train_digits.py --save, or from a "
-                        "SigmoidMLP state_dict saved with torch.save")
+    p.add_argument(
+        "--lr",
+        "--eta",
+        type=float,
+        default=None,
+        dest="lr",
+        help="learning rate eta of the gradient-descent step (default 0.5)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="load the weights from the checkpoint of examples/train_digits.py --save, or from a "
+        "SigmoidMLP state_dict saved with torch.save",
+    )
     p.add_argument("--input", type=float, nargs="+", metavar="X", help="the input x (default: random, or Mazur's)")
     p.add_argument("--target", type=float, nargs="+", metavar="Y", help="the target y (default: random, or Mazur's)")
-    p.add_argument("--cost", choices=["quadratic", "cross-entropy"], default="quadratic",
-                   help="the cost: the chapter's quadratic cost (default), or the cross-entropy, whose report shows "
-                        "delta^L = a^L - y beside the quadratic cost's (a^L - y) sigma'(z^L)")
+    p.add_argument(
+        "--cost",
+        choices=["quadratic", "cross-entropy"],
+        default="quadratic",
+        help="the cost: the chapter's quadratic cost (default), or the cross-entropy, whose report shows "
+        "delta^L = a^L - y beside the quadratic cost's (a^L - y) sigma'(z^L)",
+    )
     p.add_argument("--backend", choices=_backend.available_backends(), help="bp_torch backend (default: active)")
-    p.add_argument("--plot", metavar="PATH.png", help="draw the network, edges coloured and sized by |dC/dw| "
-                                                      "(needs matplotlib: pip install 'bp_torch[plot]')")
-    p.add_argument("--html", metavar="PATH.html",
-                   help="write an interactive page: click an edge for its chain rule, step through the forward and "
-                        f"backward passes, slide through SGD steps (networks up to {_page.MAX_UNITS} units per layer "
-                        f"and {_page.MAX_LAYERS} layers)")
-    p.add_argument("--steps", type=_steps,
-                   help=f"SGD steps the page records, 0 to {_page.MAX_STEPS} (default {_page.DEFAULT_STEPS})")
+    p.add_argument(
+        "--plot",
+        metavar="PATH.png",
+        help="draw the network, edges coloured and sized by |dC/dw| (needs matplotlib: pip install 'bp_torch[plot]')",
+    )
+    p.add_argument(
+        "--html",
+        metavar="PATH.html",
+        help="write an interactive page: click an edge for its chain rule, step through the forward and "
+        f"backward passes, slide through SGD steps (networks up to {_page.MAX_UNITS} units per layer "
+        f"and {_page.MAX_LAYERS} layers)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_steps,
+        help=f"SGD steps the page records, 0 to {_page.MAX_STEPS} (default {_page.DEFAULT_STEPS})",
+    )
     return p
 
 
@@ -184,10 +221,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     elif args.checkpoint:
         model, source = _load_checkpoint(args.checkpoint, dtype)
         if args.sizes is not None and list(args.sizes) != model.sizes:
-            raise UsageError(f"--sizes {' '.join(map(str, args.sizes))} disagrees with the checkpoint's sizes "
-                             f"{model.sizes}")
+            raise UsageError(
+                f"--sizes {' '.join(map(str, args.sizes))} disagrees with the checkpoint's sizes {model.sizes}"
+            )
     else:
-        if any(n < 1 for n in args.sizes):      # a zero-width layer has no weight whose chain rule to show
+        if any(n < 1 for n in args.sizes):  # a zero-width layer has no weight whose chain rule to show
             raise UsageError(f"--sizes: every layer needs at least one unit, got {args.sizes}")
         try:
             model = SigmoidMLP(args.sizes, dtype=dtype)
@@ -198,11 +236,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         x = torch.rand(model.sizes[0], dtype=dtype)
         y = torch.rand(model.sizes[-1], dtype=dtype)
         lr = 0.5
-    for option, values, n, what in (("--input", args.input, model.sizes[0], "inputs"),
-                                    ("--target", args.target, model.sizes[-1], "outputs")):
+    for option, values, n, what in (
+        ("--input", args.input, model.sizes[0], "inputs"),
+        ("--target", args.target, model.sizes[-1], "outputs"),
+    ):
         if values is not None and len(values) != n:
-            raise UsageError(f"{option} has {len(values)} value{'s' * (len(values) != 1)}, but network "
-                             f"{model.sizes} has {n} {what}")
+            raise UsageError(
+                f"{option} has {len(values)} value{'s' * (len(values) != 1)}, but network {model.sizes} has {n} {what}"
+            )
     if args.input is not None:
         x = torch.tensor(args.input, dtype=dtype)
     if args.target is not None:
@@ -246,11 +287,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print("  (Mazur updates the weights only and keeps the biases; the weights above are the same either way.)")
     if args.plot:
         _write(report.plot, args.plot)
-        print(f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)"
-              + ("; the numbers on the edges are dC/dw, with their signs" if writes_edge_labels(report.sizes) else ""))
+        print(
+            f"\nwrote {args.plot}: nodes show a^l, edges are coloured and sized by |dC/dw| (before the step)"
+            + ("; the numbers on the edges are dC/dw, with their signs" if writes_edge_labels(report.sizes) else "")
+        )
     if args.html:
         # From the report's own copies of the parameters, as they were before the step above
         _write(report.to_html, args.html, steps=steps, lr=lr, title=source)
-        print(f"\nwrote {args.html}: click an edge or a node; step through the forward and backward passes; "
-              f"slide through {steps} SGD steps (open it in a browser)")
+        print(
+            f"\nwrote {args.html}: click an edge or a node; step through the forward and backward passes; "
+            f"slide through {steps} SGD steps (open it in a browser)"
+        )
     return 0

@@ -6,6 +6,7 @@ The formulas it shares with the library come from :mod:`bp_torch.autograd` (``si
 (1.2)/(2.2), ``quadratic_cost_backward`` for (1.3), ``cross_entropy_cost_backward`` for (3.2)); the update of each
 step is :func:`bp_torch.functional.sgd_step`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,8 +22,15 @@ from ..modules import CrossEntropyCost, QuadraticCost, SigmoidLinear
 from . import _notation
 from ._report import ExplainReport, LayerReport
 
-__all__ = ["COST_REDUCTIONS", "after_sgd_steps", "cost_module", "explain", "layers_of", "learning_rate",
-           "tensor_argument"]
+__all__ = [
+    "COST_REDUCTIONS",
+    "after_sgd_steps",
+    "cost_module",
+    "explain",
+    "layers_of",
+    "learning_rate",
+    "tensor_argument",
+]
 
 COST_REDUCTIONS = ("mean", "sum")
 
@@ -36,7 +44,8 @@ def layers_of(model: nn.Module) -> list[SigmoidLinear]:
     else:
         raise TypeError(
             f"explain: model must be a bp_torch.SigmoidMLP, a bp_torch.SigmoidLinear or an nn.Sequential of "
-            f"SigmoidLinear layers (the chapter's a^l = sigma(w^l a^(l-1) + b^l)), got {type(model).__name__}")
+            f"SigmoidLinear layers (the chapter's a^l = sigma(w^l a^(l-1) + b^l)), got {type(model).__name__}"
+        )
     if not modules:
         raise ValueError("explain: the model has no layers")
     layers: list[SigmoidLinear] = []
@@ -44,7 +53,8 @@ def layers_of(model: nn.Module) -> list[SigmoidLinear]:
         if not isinstance(module, SigmoidLinear):
             raise TypeError(
                 f"explain: layer {i} of the model is {type(module).__name__}; every layer must be a "
-                f"bp_torch.SigmoidLinear, whose derivative is the chapter's sigma'(z) = a (1 - a)")
+                f"bp_torch.SigmoidLinear, whose derivative is the chapter's sigma'(z) = a (1 - a)"
+            )
         layers.append(module)
     # Before any computation, so that both backends refuse a zero-width layer with this message (each would otherwise
     # fail in its own way, deep inside a reshape or a reduction)
@@ -53,12 +63,14 @@ def layers_of(model: nn.Module) -> list[SigmoidLinear]:
             raise ValueError(
                 f"explain: layer {i} of the model (w^{i + 1}) has {layer.in_features} inputs and "
                 f"{layer.out_features} outputs; every layer needs at least one of each, or there is no weight "
-                f"w^{i + 1}_jk whose chain rule to show")
+                f"w^{i + 1}_jk whose chain rule to show"
+            )
     for i, (below, above) in enumerate(zip(layers[:-1], layers[1:])):
         if above.in_features != below.out_features:
             raise ValueError(
                 f"explain: layer {i + 1} takes {above.in_features} inputs but layer {i} gives {below.out_features} "
-                f"outputs")
+                f"outputs"
+            )
     return layers
 
 
@@ -69,17 +81,22 @@ def cost_module(cost: QuadraticCost | CrossEntropyCost | str | None) -> Quadrati
         return QuadraticCost()
     if isinstance(cost, str):
         if cost not in COST_REDUCTIONS:
-            raise ValueError(f"explain: cost given as a string must be a QuadraticCost reduction, one of "
-                             f"{COST_REDUCTIONS}, got {cost!r}")
+            raise ValueError(
+                f"explain: cost given as a string must be a QuadraticCost reduction, one of "
+                f"{COST_REDUCTIONS}, got {cost!r}"
+            )
         return QuadraticCost(cost)
     if not isinstance(cost, (QuadraticCost, CrossEntropyCost)):
         raise TypeError(
             f"explain: cost must be a bp_torch.QuadraticCost (or 'mean' / 'sum') or a bp_torch.CrossEntropyCost, got "
             f"{type(cost).__name__}: equation (1.3), dC/da^L = a^L - y, is the derivative of the chapter's quadratic "
-            f"cost, (3.2) that of the cross-entropy")
+            f"cost, (3.2) that of the cross-entropy"
+        )
     if cost.reduction not in COST_REDUCTIONS:
-        raise ValueError(f"explain: the cost must reduce to one number, so its reduction must be one of "
-                         f"{COST_REDUCTIONS}, got {cost.reduction!r}")
+        raise ValueError(
+            f"explain: the cost must reduce to one number, so its reduction must be one of "
+            f"{COST_REDUCTIONS}, got {cost.reduction!r}"
+        )
     return cost
 
 
@@ -99,8 +116,12 @@ def tensor_argument(value: Tensor | Sequence[Any], like: Tensor, name: str) -> T
     return value.detach()
 
 
-def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[Any],
-            cost: QuadraticCost | CrossEntropyCost | str | None = None) -> ExplainReport:
+def explain(
+    model: nn.Module,
+    x: Tensor | Sequence[Any],
+    y: Tensor | Sequence[Any],
+    cost: QuadraticCost | CrossEntropyCost | str | None = None,
+) -> ExplainReport:
     """Each chain-rule factor of each layer, their product ``dC/dw^l`` and torch autograd's gradient beside it.
 
     Args:
@@ -155,7 +176,7 @@ def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[An
         cost_value = cost_fn(activations[-1], y)
         wanted = weights + [b for b in biases if b is not None]
         grads = list(torch.autograd.grad(cost_value, wanted))
-    autograd_w, bias_grads = grads[:len(weights)], iter(grads[len(weights):])
+    autograd_w, bias_grads = grads[: len(weights)], iter(grads[len(weights) :])
     autograd_b = [None if b is None else next(bias_grads) for b in biases]
 
     with torch.no_grad():
@@ -174,31 +195,53 @@ def explain(model: nn.Module, x: Tensor | Sequence[Any], y: Tensor | Sequence[An
             if l < L:
                 # (2.3.2) da^(l+1)/da^l = sigma'(z^(l+1)) w^(l+1): the full Jacobian, one (n_(l+1), n_l) per sample
                 da_next_da = sigmoid_prime_from_output(a[l + 1]).unsqueeze(-1) * weights[l]
-                dC_da_next = dC_da                                                   # (2.3.1)
-                dC_da = torch.einsum("nj,njk->nk", dC_da_next, da_next_da)           # (2.3) = (2.3.1) x (2.3.2)
-            dz_dw = a[l - 1]                                                          # (1.1) / (2.1)
-            da_dz = sigmoid_prime_from_output(a[l])                                   # (1.2) / (2.2)
+                dC_da_next = dC_da  # (2.3.1)
+                dC_da = torch.einsum("nj,njk->nk", dC_da_next, da_next_da)  # (2.3) = (2.3.1) x (2.3.2)
+            dz_dw = a[l - 1]  # (1.1) / (2.1)
+            da_dz = sigmoid_prime_from_output(a[l])  # (1.2) / (2.2)
             # dC/dw^l_jk = sum over samples of dz_k/dw * da_j/dz_j * dC/da_j: the chain rule, weight by weight
             dC_dw = torch.einsum("nk,nj,nj->jk", dz_dw, da_dz, dC_da)
             dC_db = None if biases[l - 1] is None else torch.einsum("nj,nj->j", da_dz, dC_da)  # dz/db = 1
             delta = quadratic_delta = None
             if l == L and cost_name == "cross_entropy":
-                delta = dC_da * da_dz                                                 # (3.3) = (3.2) x (1.2)
+                delta = dC_da * da_dz  # (3.3) = (3.2) x (1.2)
                 quadratic_delta = quadratic_cost_backward(one, a[L], y, cost_fn.reduction, (True, False))[0] * da_dz
-            reports.append(LayerReport(
-                index=l, equations=_notation.equations(l, L, cost_name),
-                formula=_notation.product_formula(l, L, cost_name),
-                labels=_notation.labels(l, L, biases[l - 1] is not None, cost_fn.reduction, x.shape[0], cost_name),
-                z=F.linear(a[l - 1], weights[l - 1], biases[l - 1]), a=a[l],
-                dz_dw=dz_dw, da_dz=da_dz, dC_da=dC_da, dC_da_next=dC_da_next, da_next_da=da_next_da,
-                dC_dw=dC_dw, autograd_dC_dw=autograd_w[l - 1],
-                max_abs_diff=(dC_dw - autograd_w[l - 1]).abs().max().item(),
-                weight=weights[l - 1], bias=biases[l - 1], dC_db=dC_db, autograd_dC_db=autograd_b[l - 1],
-                max_abs_diff_bias=None if dC_db is None else (dC_db - autograd_b[l - 1]).abs().max().item(),
-                delta=delta, quadratic_delta=quadratic_delta))
+            reports.append(
+                LayerReport(
+                    index=l,
+                    equations=_notation.equations(l, L, cost_name),
+                    formula=_notation.product_formula(l, L, cost_name),
+                    labels=_notation.labels(l, L, biases[l - 1] is not None, cost_fn.reduction, x.shape[0], cost_name),
+                    z=F.linear(a[l - 1], weights[l - 1], biases[l - 1]),
+                    a=a[l],
+                    dz_dw=dz_dw,
+                    da_dz=da_dz,
+                    dC_da=dC_da,
+                    dC_da_next=dC_da_next,
+                    da_next_da=da_next_da,
+                    dC_dw=dC_dw,
+                    autograd_dC_dw=autograd_w[l - 1],
+                    max_abs_diff=(dC_dw - autograd_w[l - 1]).abs().max().item(),
+                    weight=weights[l - 1],
+                    bias=biases[l - 1],
+                    dC_db=dC_db,
+                    autograd_dC_db=autograd_b[l - 1],
+                    max_abs_diff_bias=None if dC_db is None else (dC_db - autograd_b[l - 1]).abs().max().item(),
+                    delta=delta,
+                    quadratic_delta=quadratic_delta,
+                )
+            )
     sizes = [layers[0].in_features] + [layer.out_features for layer in layers]
-    return ExplainReport(x=x, y=y, sizes=sizes, reduction=cost_fn.reduction, cost=cost_value.item(),
-                         layers=reports[::-1], backend=_backend.backend(), cost_name=cost_name)
+    return ExplainReport(
+        x=x,
+        y=y,
+        sizes=sizes,
+        reduction=cost_fn.reduction,
+        cost=cost_value.item(),
+        layers=reports[::-1],
+        backend=_backend.backend(),
+        cost_name=cost_name,
+    )
 
 
 def after_sgd_steps(report: ExplainReport, lr: float, steps: int) -> list[ExplainReport]:
@@ -215,8 +258,14 @@ def after_sgd_steps(report: ExplainReport, lr: float, steps: int) -> list[Explai
     cost = (CrossEntropyCost if report.cost_name == "cross_entropy" else QuadraticCost)(report.reduction)
     reports = [report]
     for _ in range(steps):
-        functional.sgd_step(report.x, report.y, [layer.weight for layer in layers],
-                            [layer.bias for layer in layers], step_lr, cost=report.cost_name)
+        functional.sgd_step(
+            report.x,
+            report.y,
+            [layer.weight for layer in layers],
+            [layer.bias for layer in layers],
+            step_lr,
+            cost=report.cost_name,
+        )
         reports.append(explain(network, report.x, report.y, cost=cost))
     return reports
 
@@ -225,8 +274,9 @@ def _layer_from(layer_report: LayerReport) -> SigmoidLinear:
     """A SigmoidLinear holding copies of the report's w^l and b^l. Made on the meta device and then filled, so
     nothing draws from torch's random generator: recording the steps leaves the caller's random stream alone."""
     out_features, in_features = layer_report.weight.shape
-    layer = SigmoidLinear(in_features, out_features, bias=layer_report.bias is not None, device="meta",
-                          dtype=layer_report.weight.dtype).to_empty(device=layer_report.weight.device)
+    layer = SigmoidLinear(
+        in_features, out_features, bias=layer_report.bias is not None, device="meta", dtype=layer_report.weight.dtype
+    ).to_empty(device=layer_report.weight.device)
     with torch.no_grad():
         layer.weight.copy_(layer_report.weight)
         if layer_report.bias is not None:

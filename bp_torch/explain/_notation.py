@@ -15,6 +15,7 @@ With the cross-entropy cost (3.1), the output layer's ``dC/da^L`` is (3.2), ``(a
 product with (1.2) is ``delta^L = a^L - y`` (3.3): the report shows it beside the quadratic cost's
 ``(a^L - y) sigma'(z^L)``, and ``sigma'(z^L)`` drops out of (A) and (B).
 """
+
 from __future__ import annotations
 
 __all__ = ["cost_formula", "cost_title", "equations", "labels", "product_formula"]
@@ -24,12 +25,24 @@ def equations(l: int, L: int, cost: str = "quadratic") -> dict[str, str]:
     """The equation tag of each factor of layer ``l`` of ``L``: (1.x) and (A) for the output layer, (2.x) and (B)
     below it, "(B) gen." further down; with the cross-entropy ``cost``, (3.2) and (3.3) in the output layer."""
     if l == L and cost == "cross_entropy":
-        return {"dz_dw": "(1.1)", "da_dz": "(1.2)", "dC_da": "(3.2)", "delta": "(3.3)", "quadratic_delta": "",
-                "dC_dw": "(A)"}
+        return {
+            "dz_dw": "(1.1)",
+            "da_dz": "(1.2)",
+            "dC_da": "(3.2)",
+            "delta": "(3.3)",
+            "quadratic_delta": "",
+            "dC_dw": "(A)",
+        }
     if l == L:
         return {"dz_dw": "(1.1)", "da_dz": "(1.2)", "dC_da": "(1.3)", "dC_dw": "(A)"}
-    return {"dz_dw": "(2.1)", "da_dz": "(2.2)", "dC_da": "(2.3)", "dC_da_next": "(2.3.1)",
-            "da_next_da": "(2.3.2)", "dC_dw": "(B)" if l == L - 1 else "(B) gen."}
+    return {
+        "dz_dw": "(2.1)",
+        "da_dz": "(2.2)",
+        "dC_da": "(2.3)",
+        "dC_da_next": "(2.3.1)",
+        "da_next_da": "(2.3.2)",
+        "dC_dw": "(B)" if l == L - 1 else "(B) gen.",
+    }
 
 
 def product_formula(l: int, L: int, cost: str = "quadratic") -> str:

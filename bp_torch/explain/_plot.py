@@ -5,6 +5,7 @@ more to the cost and are adjusted more" stand out.
 matplotlib is optional for the library (``pip install 'bp_torch[plot]'``): it is imported here only when a picture
 is drawn, and :func:`need_matplotlib` says which extra installs it when it is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,10 @@ def need_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"explain: plotting needs matplotlib, which is not installed ({err}); "
-                          f"pip install 'bp_torch[plot]' (or pip install matplotlib) adds it") from None
+        raise ImportError(
+            f"explain: plotting needs matplotlib, which is not installed ({err}); "
+            f"pip install 'bp_torch[plot]' (or pip install matplotlib) adds it"
+        ) from None
 
 
 def writes_edge_labels(sizes: list[int]) -> bool:
@@ -67,26 +70,58 @@ def plot(report: ExplainReport, path: str | os.PathLike[str], title: str | None 
                 edge_colours.append(cmap(norm(value)))
                 labels.append((l, j, k, report.layers[l - 1].dC_dw[j, k].item()))
     order = sorted(range(len(segments)), key=lambda i: widths[i])  # the strongest edges on top
-    ax.add_collection(LineCollection([segments[i] for i in order], linewidths=[widths[i] for i in order],
-                                     colors=[edge_colours[i] for i in order], zorder=1))
+    ax.add_collection(
+        LineCollection(
+            [segments[i] for i in order],
+            linewidths=[widths[i] for i in order],
+            colors=[edge_colours[i] for i in order],
+            zorder=1,
+        )
+    )
     labels_drawn = writes_edge_labels(sizes)
     if labels_drawn:  # small networks: write each gradient on its edge
         for l, j, k, value in labels:
             t = 0.3 if (j + k) % 2 == 0 else 0.7  # stagger the labels of crossing edges
             px, py = l - 1 + t, ys[l - 1][k] + t * (ys[l][j] - ys[l - 1][k])
-            ax.text(px, py, f"{value:.3g}", fontsize=7, ha="center", va="center", zorder=3,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+            ax.text(
+                px,
+                py,
+                f"{value:.3g}",
+                fontsize=7,
+                ha="center",
+                va="center",
+                zorder=3,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8),
+            )
 
     activations = [report.x.mean(0)] + [layer.a.mean(0) for layer in report.layers]
     node_size = 1400 if tallest <= 12 else max(20, 20000 // tallest)
     for l, (act, col) in enumerate(zip(activations, ys)):
         values = act.double().tolist()
-        ax.scatter([l] * len(col), col, s=node_size, c=values, cmap="Greys", vmin=0.0, vmax=1.0,
-                   edgecolors="black", linewidths=1.0, zorder=2)
+        ax.scatter(
+            [l] * len(col),
+            col,
+            s=node_size,
+            c=values,
+            cmap="Greys",
+            vmin=0.0,
+            vmax=1.0,
+            edgecolors="black",
+            linewidths=1.0,
+            zorder=2,
+        )
         if tallest <= 12:
             for v, py in zip(values, col):
-                ax.text(l, py, f"{v:.4g}", fontsize=8, ha="center", va="center", zorder=4,
-                        color="white" if v > 0.55 else "black")
+                ax.text(
+                    l,
+                    py,
+                    f"{v:.4g}",
+                    fontsize=8,
+                    ha="center",
+                    va="center",
+                    zorder=4,
+                    color="white" if v > 0.55 else "black",
+                )
         name = "x = a^0" if l == 0 else f"a^{l}"
         ax.text(l, 1.13, name, ha="center", va="bottom", fontsize=10)
     if tallest <= 12:
@@ -99,6 +134,5 @@ def plot(report: ExplainReport, path: str | os.PathLike[str], title: str | None 
     fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02, label="|dC/dw| (edge colour and width)")
     batch = f", activations averaged over {report.n_samples} samples" if report.n_samples > 1 else ""
     signed = "\nthe numbers on the edges: dC/dw, with its sign" if labels_drawn else ""
-    ax.set_title((title or f"network {'-'.join(map(str, sizes))}, C = {report.cost:.6g}{batch}") + signed,
-                 fontsize=10)
+    ax.set_title((title or f"network {'-'.join(map(str, sizes))}, C = {report.cost:.6g}{batch}") + signed, fontsize=10)
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight")

@@ -6,6 +6,7 @@ The report holds the numbers; its views live in modules of their own, and its me
 table of ``print(report)`` (``_text.py``), the picture of ``report.plot`` (``_plot.py``) and the page of
 ``report.to_html`` (``_page.py`` and ``page.html``).
 """
+
 from __future__ import annotations
 
 import html
@@ -84,12 +85,36 @@ class LayerReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as :meth:`ExplainReport.to_dict`: the layer's index, role, equation tags and labels, and
         each tensor above as nested lists of floats."""
-        plain = {name: _plain(getattr(self, name)) for name in (
-            "z", "a", "dz_dw", "da_dz", "dC_da", "dC_da_next", "da_next_da", "dC_dw", "autograd_dC_dw",
-            "max_abs_diff", "weight", "bias", "dC_db", "autograd_dC_db", "max_abs_diff_bias", "delta",
-            "quadratic_delta")}
-        return {"layer": self.index, "role": "output" if self.is_output else "hidden",
-                "equations": dict(self.equations), "formula": self.formula, "labels": dict(self.labels), **plain}
+        plain = {
+            name: _plain(getattr(self, name))
+            for name in (
+                "z",
+                "a",
+                "dz_dw",
+                "da_dz",
+                "dC_da",
+                "dC_da_next",
+                "da_next_da",
+                "dC_dw",
+                "autograd_dC_dw",
+                "max_abs_diff",
+                "weight",
+                "bias",
+                "dC_db",
+                "autograd_dC_db",
+                "max_abs_diff_bias",
+                "delta",
+                "quadratic_delta",
+            )
+        }
+        return {
+            "layer": self.index,
+            "role": "output" if self.is_output else "hidden",
+            "equations": dict(self.equations),
+            "formula": self.formula,
+            "labels": dict(self.labels),
+            **plain,
+        }
 
 
 @dataclass(eq=False)
@@ -130,12 +155,19 @@ class ExplainReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: nested lists of floats, floats, ints and strings (``json.dumps`` takes it as is)."""
         return {
-            "sizes": list(self.sizes), "n_samples": self.n_samples, "dtype": str(self.dtype).replace("torch.", ""),
+            "sizes": list(self.sizes),
+            "n_samples": self.n_samples,
+            "dtype": str(self.dtype).replace("torch.", ""),
             "backend": self.backend,
-            "cost": {"name": "CrossEntropyCost" if self.cost_name == "cross_entropy" else "QuadraticCost",
-                     "reduction": self.reduction, "formula": _notation.cost_formula(len(self.layers), self.cost_name),
-                     "value": self.cost},
-            "x": _plain(self.x), "y": _plain(self.y), "max_abs_diff": self.max_abs_diff,
+            "cost": {
+                "name": "CrossEntropyCost" if self.cost_name == "cross_entropy" else "QuadraticCost",
+                "reduction": self.reduction,
+                "formula": _notation.cost_formula(len(self.layers), self.cost_name),
+                "value": self.cost,
+            },
+            "x": _plain(self.x),
+            "y": _plain(self.y),
+            "max_abs_diff": self.max_abs_diff,
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
@@ -145,8 +177,10 @@ class ExplainReport:
         return _text.format_report(self)
 
     def __repr__(self) -> str:
-        return (f"ExplainReport(sizes={self.sizes}, n_samples={self.n_samples}, cost={self.cost:.10g}, "
-                f"max_abs_diff={self.max_abs_diff:.1e})")
+        return (
+            f"ExplainReport(sizes={self.sizes}, n_samples={self.n_samples}, cost={self.cost:.10g}, "
+            f"max_abs_diff={self.max_abs_diff:.1e})"
+        )
 
     def plot(self, path: str | os.PathLike[str], title: str | None = None) -> str | os.PathLike[str]:
         """Draw the network to ``path`` (PNG): nodes show their activations, edges are coloured and sized by
@@ -156,8 +190,13 @@ class ExplainReport:
         _plot.plot(self, path, title)
         return path
 
-    def to_html(self, path: str | os.PathLike[str] | None = None, steps: int = _page.DEFAULT_STEPS,
-                lr: float | Tensor = _page.DEFAULT_LR, title: str | None = None) -> str:
+    def to_html(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        steps: int = _page.DEFAULT_STEPS,
+        lr: float | Tensor = _page.DEFAULT_LR,
+        title: str | None = None,
+    ) -> str:
         """The report as one interactive HTML page, self-contained (inline SVG, CSS and JavaScript; nothing is
         fetched from the network), with its numbers embedded as JSON.
 

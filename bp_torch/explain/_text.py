@@ -4,6 +4,7 @@ layer down, every value labelled with its equation, and autograd's gradient besi
 One line per value: ``  (eq)    label                      value``, the values starting at column
 :data:`LABEL_WIDTH` + 2; a matrix, or one row per sample of a batch, continues on aligned lines below.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -25,9 +26,12 @@ def format_report(report: ExplainReport) -> str:
     L = len(report.layers)
     n = report.n_samples
     batch = f"{n} samples, one row each; " if n > 1 else ""
-    lines = [f"network {'-'.join(map(str, report.sizes))}: {L} layer{'s' * (L > 1)}, {batch}"
-             f"{str(report.dtype).replace('torch.', '')}, backend {report.backend}", "",
-             "forward pass          z^l = w^l a^(l-1) + b^l,  a^l = sigma(z^l),  a^0 = x"]
+    lines = [
+        f"network {'-'.join(map(str, report.sizes))}: {L} layer{'s' * (L > 1)}, {batch}"
+        f"{str(report.dtype).replace('torch.', '')}, backend {report.backend}",
+        "",
+        "forward pass          z^l = w^l a^(l-1) + b^l,  a^l = sigma(z^l),  a^0 = x",
+    ]
     lines += value_lines("a^0 = x", _per_sample(report.x))
     for layer in report.layers:
         l = layer.index
@@ -37,8 +41,10 @@ def format_report(report: ExplainReport) -> str:
         lines += value_lines(layer.labels["z"], _per_sample(layer.z))
         lines += value_lines(layer.labels["a"], _per_sample(layer.a))
     average = "averaged over the samples" if report.reduction == "mean" else "summed over the samples"
-    lines += ["", f"cost                  {_notation.cost_formula(L, report.cost_name)}"
-              + (f", {average}" if n > 1 else "")]
+    lines += [
+        "",
+        f"cost                  {_notation.cost_formula(L, report.cost_name)}" + (f", {average}" if n > 1 else ""),
+    ]
     lines += value_lines("y", _per_sample(report.y))
     lines += value_lines("C", report.cost)
     for layer in reversed(report.layers):  # back-propagation's order: the output layer first
@@ -106,8 +112,10 @@ def _layer_lines(layer: LayerReport, L: int, n: int) -> list[str]:
             product, reference = layer.dC_dw[j, k].item(), layer.autograd_dC_dw[j, k].item()
             cells = f"  {j + 1:>4} {k + 1:>3}  "
             if n == 1:
-                cells += (f"{layer.dz_dw[0, k].item():>16.10g} {layer.da_dz[0, j].item():>16.10g} "
-                          f"{layer.dC_da[0, j].item():>16.10g}   ")
+                cells += (
+                    f"{layer.dz_dw[0, k].item():>16.10g} {layer.da_dz[0, j].item():>16.10g} "
+                    f"{layer.dC_da[0, j].item():>16.10g}   "
+                )
             lines.append(cells + f"{product:>16.10g} {reference:>16.10g}  {abs(product - reference):>7.1e}")
     lines.append(f"  {'':8}max |dC/dw^{l} - autograd| = {layer.max_abs_diff:.1e}")
     if layer.dC_db is not None and layer.autograd_dC_db is not None:  # a layer with a bias: dz/db = 1

@@ -1,5 +1,6 @@
 """Worked examples from the literature, as networks ``explain`` takes: their every intermediate value is published, so
 the report can be read side by side with the text (``python -m bp_torch.explain`` shows Mazur's by default)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 The pages are generated from the docstrings (autodoc), which follow torch.nn.Linear's style: the formula, then Args,
 Shape, Attributes and Examples (napoleon reads those sections).
 """
+
 import bp_torch
 
 project = "bp_torch"

@@ -1,4 +1,5 @@
 """The data: scikit-learn's 8x8 digits (bundled, offline) or torchvision's MNIST, and each epoch's shuffle."""
+
 import os
 
 import numpy as np
@@ -19,8 +20,14 @@ def load_digits_split():
     x = torch.from_numpy((digits.data / 16.0).astype(np.float32))
     y = torch.from_numpy(digits.target.astype(np.int64))
     x_train, x_test, y_train, y_test = train_test_split(x, y, stratify=y, shuffle=True, **DIGITS_SPLIT)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "image_shape": [8, 8], "pixel_max": 16.0}
+    return {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+        "image_shape": [8, 8],
+        "pixel_max": 16.0,
+    }
 
 
 def mnist_missing_files(root):
@@ -40,8 +47,10 @@ def load_mnist_split(root, download=False):
         raise UserError("--dataset mnist needs --data-dir ROOT (the folder that holds, or will hold, MNIST/raw/)")
     raw, missing = mnist_missing_files(root)
     if missing and not download:
-        raise UserError(f"MNIST not found: {raw} lacks {', '.join(missing)}. Rerun with --download to fetch them "
-                        f"(from {MNIST.mirrors[0]}), or put MNIST's uncompressed IDX files there.")
+        raise UserError(
+            f"MNIST not found: {raw} lacks {', '.join(missing)}. Rerun with --download to fetch them "
+            f"(from {MNIST.mirrors[0]}), or put MNIST's uncompressed IDX files there."
+        )
     try:
         train = MNIST(root, train=True, download=download)
         test = MNIST(root, train=False)
@@ -53,8 +62,14 @@ def load_mnist_split(root, download=False):
         return ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255.0), ds.targets.to(torch.int64)
 
     (x_train, y_train), (x_test, y_test) = flat(train), flat(test)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "image_shape": [28, 28], "pixel_max": 255.0}
+    return {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+        "image_shape": [28, 28],
+        "pixel_max": 255.0,
+    }
 
 
 def load_dataset(name, data_dir=None, download=False):

@@ -1,7 +1,8 @@
 """The example's user errors: one line, ``PROGRAM: error: ...``, exit status 2, no traceback."""
+
 import os
 
-USAGE_ERROR = 2     # argparse's exit status for its own errors
+USAGE_ERROR = 2  # argparse's exit status for its own errors
 
 
 class UserError(Exception):
@@ -14,8 +15,10 @@ def need_matplotlib(option):
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:
-        raise UserError(f"{option} needs matplotlib, which is not installed ({err}): "
-                        f"pip install 'bp_torch[plot]' (or pip install matplotlib)") from None
+        raise UserError(
+            f"{option} needs matplotlib, which is not installed ({err}): "
+            f"pip install 'bp_torch[plot]' (or pip install matplotlib)"
+        ) from None
 
 
 def check_output_paths(args):

@@ -1,5 +1,6 @@
 """What a run reports: the cost and accuracy of the network, the confusion matrix, the plot, and the checkpoint that
 loads into plain torch."""
+
 import numpy as np
 import torch
 
@@ -15,11 +16,11 @@ def evaluate(net, x, y, chunk=10000, cost_fn=None):
     cost_fn = cost_fn or bp_torch.QuadraticCost(reduction="sum")
     cost, correct, preds = 0.0, 0, []
     for i in range(0, len(x), chunk):
-        a = net(x[i:i + chunk])
-        target = torch.nn.functional.one_hot(y[i:i + chunk], a.shape[-1]).to(a.dtype)
+        a = net(x[i : i + chunk])
+        target = torch.nn.functional.one_hot(y[i : i + chunk], a.shape[-1]).to(a.dtype)
         cost += cost_fn(a, target).item()
         pred = a.argmax(dim=1)
-        correct += (pred == y[i:i + chunk]).sum().item()
+        correct += (pred == y[i : i + chunk]).sum().item()
         preds.append(pred)
     return cost / len(x), correct / len(x), torch.cat(preds)
 
@@ -32,6 +33,7 @@ def confusion_matrix(y_true, y_pred, n_classes=10):
 
 def save_plot(path, history, confusion, first_weights, image_shape, title):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -55,17 +57,28 @@ def save_plot(path, history, confusion, first_weights, image_shape, title):
     for i in range(conf.shape[0]):
         for j in range(conf.shape[1]):
             if conf[i, j]:
-                ax_conf.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7,
-                             color="white" if conf[i, j] > conf.max() / 2 else "black")
-    ax_conf.set(title=f"test confusion matrix ({conf.trace()}/{conf.sum()} right)", xlabel="predicted",
-                ylabel="true", xticks=range(10), yticks=range(10))
+                ax_conf.text(
+                    j,
+                    i,
+                    str(conf[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if conf[i, j] > conf.max() / 2 else "black",
+                )
+    ax_conf.set(
+        title=f"test confusion matrix ({conf.trace()}/{conf.sum()} right)",
+        xlabel="predicted",
+        ylabel="true",
+        xticks=range(10),
+        yticks=range(10),
+    )
 
     n_units = min(len(first_weights), 16)
     cols = 8
     rows = (n_units + cols - 1) // cols
     axes = np.atleast_1d(bottom.subplots(rows, cols)).ravel()
-    bottom.suptitle(f"incoming weights of the first {n_units} hidden units "
-                    f"(red positive, blue negative)")
+    bottom.suptitle(f"incoming weights of the first {n_units} hidden units (red positive, blue negative)")
     for k, ax in enumerate(axes):
         ax.set_axis_off()
         if k < n_units:
@@ -82,12 +95,19 @@ def save_checkpoint(path, net, sizes, data, test_accuracy, args):
     """Plain tensors, lists and strings (``torch.load``'s default ``weights_only=True`` reads it), the state_dict
     keyed for ``nn.Sequential(nn.Linear, nn.Sigmoid, ...)`` (:meth:`bp_torch.SigmoidMLP.to_sequential`)."""
     state_dict = {key: value.contiguous() for key, value in net.to_sequential().state_dict().items()}
-    torch.save({
-        "format": CHECKPOINT_FORMAT, "sizes": sizes, "state_dict": state_dict,
-        "dataset": args.dataset, "image_shape": data["image_shape"], "pixel_max": data["pixel_max"],
-        "test_accuracy": test_accuracy,
-        "args": {k: v for k, v in vars(args).items() if k not in ("metrics_json", "plot", "save")},
-    }, path)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "sizes": sizes,
+            "state_dict": state_dict,
+            "dataset": args.dataset,
+            "image_shape": data["image_shape"],
+            "pixel_max": data["pixel_max"],
+            "test_accuracy": test_accuracy,
+            "args": {k: v for k, v in vars(args).items() if k not in ("metrics_json", "plot", "save")},
+        },
+        path,
+    )
 
 
 def plain_sequential(sizes):
