@@ -12,7 +12,7 @@ namespace {
 void small_loops(int kind, int64_t n, int64_t in, int64_t out, float* a, float* w, float* d, float* z) {
   switch (kind) {
     case 0: return small_z<float>(n, in, out, a, w, z, nullptr, nullptr);
-    case 1: return small_grad_w<float>(n, in, out, -0.01f, d, a, true, w, nullptr);
+    case 1: return small_grad_w<float>(n, in, out, -0.01f, d, a, true, 1.0f, w, nullptr);
     default: return small_back<float>(n, in, out, d, w, a, z, nullptr);
   }
 }
@@ -28,7 +28,7 @@ void run(int kind, bool small, int64_t n, int64_t in, int64_t out, at::Tensor a,
     } else if (kind == 0) {
       blas_z<float>(n, in, out, a_p, w_p, z_p);
     } else if (kind == 1) {
-      blas_grad_w<float>(n, in, out, -0.01f, d_p, a_p, true, w_p);
+      blas_grad_w<float>(n, in, out, -0.01f, d_p, a_p, true, 1.0f, w_p);
     } else {
       blas_back<float>(n, in, out, d_p, w_p, a_p, z_p);
     }

@@ -52,7 +52,7 @@ int main() {
     for (int64_t i = 0; i < n; ++i) perm[i] = i;
     std::shuffle(perm.begin(), perm.begin() + n, gen);
     const auto start = std::chrono::steady_clock::now();
-    sgd_epoch(net, x.data(), in, y.data(), out, perm.data(), n, batch, 0.f, costs.data());
+    sgd_epoch(net, x.data(), in, y.data(), out, perm.data(), n, batch, SgdRule<float>{0.f}, costs.data());
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / (n / batch) * 1e6;
   };
   const auto median = [](std::vector<double> v) {

@@ -178,7 +178,7 @@ void partnered_epoch_equals_epoch_alone(const char* dtype) {
     net.biases = biases;
     costs.assign((n - 1) / batch + 1, T(0));
     at::set_num_threads(threads);
-    kernels::sgd_epoch(net, x.data(), in, y.data(), out, order.data(), n, batch, T(3), costs.data());
+    kernels::sgd_epoch(net, x.data(), in, y.data(), out, order.data(), n, batch, bp_torch::SgdRule<T>{T(3)}, costs.data());
   };
   std::vector<T> costs_alone, costs_partnered;
   std::vector<std::vector<T>> alone, partnered;
