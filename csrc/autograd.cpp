@@ -23,8 +23,10 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Runs an op below autograd, from its own Autograd kernel (or a Function's), which it would otherwise come back to.
+// The op is a function pointer, taken by value: a reference to a static constexpr one would give it an address,
+// a writable global in a sanitized build.
 template <typename Op, typename... Args>
-auto below_autograd(const Op& op, Args&&... args) {
+auto below_autograd(Op op, Args&&... args) {
   at::AutoDispatchBelowADInplaceOrView guard;
   return op(std::forward<Args>(args)...);
 }
