@@ -105,13 +105,20 @@ def reduce_cost(per_sample, reduction):
     return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
+def per_sample_grad(grad_cost, a, reduction):
+    """The backward of :func:`reduce_cost`: the gradient reaching each sample's cost, shaped to broadcast over the
+    sample's outputs ``(*, 1)`` for 'none', a scalar otherwise."""
+    if reduction == "none":
+        return grad_cost.unsqueeze(-1)                         # one incoming gradient per sample
+    if reduction == "mean":
+        return grad_cost / n_samples(a)                        # d(mean)/d(cost of one sample) = 1/n
+    return grad_cost
+
+
 def quadratic_cost_backward(grad_cost, a, y, reduction, needs_input_grad):
     """dC/da = (a - y) (1.3), scaled by the incoming gradient (and by 1/n for 'mean'). Returns (dC/da, dC/dy)."""
     need_a, need_y = needs_input_grad
-    if reduction == "none":
-        grad_cost = grad_cost.unsqueeze(-1)                    # one incoming gradient per sample
-    elif reduction == "mean":
-        grad_cost = grad_cost / n_samples(a)                   # d(mean)/d(cost of one sample) = 1/n
+    grad_cost = per_sample_grad(grad_cost, a, reduction)
     grad_a = (a - y) * grad_cost                               # (1.3)  dC/da^L = a^L - y
     return (grad_a if need_a else None), (-grad_a if need_y else None)
 
@@ -164,10 +171,7 @@ def cross_entropy_cost_backward(grad_cost, a, y, reduction, needs_input_grad):
     """dC/da = (a - y) / (a (1 - a)) (3.2), scaled by the incoming gradient (and by 1/n for 'mean'); dC/dy =
     ln(1 - a) - ln a, with the floored logs of (3.1). Returns (dC/da, dC/dy)."""
     need_a, need_y = needs_input_grad
-    if reduction == "none":
-        grad_cost = grad_cost.unsqueeze(-1)                    # one incoming gradient per sample
-    elif reduction == "mean":
-        grad_cost = grad_cost / n_samples(a)                   # d(mean)/d(cost of one sample) = 1/n
+    grad_cost = per_sample_grad(grad_cost, a, reduction)
     grad_a = grad_y = None
     if need_a:
         grad_a = (a - y) / (a * (1 - a)).clamp(min=SIGMOID_PRIME_FLOOR) * grad_cost      # (3.2)

@@ -103,7 +103,22 @@ class SigmoidLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{init}"
 
 
-class QuadraticCost(nn.Module):
+class _Cost(nn.Module):
+    """What the cost modules share: the ``reduction`` argument, checked at construction, and its repr."""
+
+    __constants__ = ["reduction"]
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in _checks.REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: reduction must be one of {_checks.REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class QuadraticCost(_Cost):
     r"""The chapter's quadratic cost, ``C = 1/2 sum_j (y_j - a_j)^2`` per sample, with the interface of
     ``nn.MSELoss`` (see :func:`bp_torch.functional.quadratic_cost`).
 
@@ -124,24 +139,13 @@ class QuadraticCost(nn.Module):
         tensor(0.0250)
     """
 
-    __constants__ = ["reduction"]
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        if reduction not in _checks.REDUCTIONS:
-            raise ValueError(f"QuadraticCost: reduction must be one of {_checks.REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
-
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """The cost of ``input`` (the network's output ``a``) against ``target`` (``y``): see
         :func:`bp_torch.functional.quadratic_cost`."""
         return F.quadratic_cost(input, target, self.reduction)
 
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
 
-
-class CrossEntropyCost(nn.Module):
+class CrossEntropyCost(_Cost):
     r"""The cross-entropy cost of Nielsen's chapter 3, ``C = -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]`` per
     sample (3.1), with the interface of ``nn.BCELoss`` (see :func:`bp_torch.functional.cross_entropy_cost`).
 
@@ -167,21 +171,10 @@ class CrossEntropyCost(nn.Module):
         tensor(1.3863)
     """
 
-    __constants__ = ["reduction"]
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        if reduction not in _checks.REDUCTIONS:
-            raise ValueError(f"CrossEntropyCost: reduction must be one of {_checks.REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
-
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """The cost of ``input`` (the network's output ``a``) against ``target`` (``y``): see
         :func:`bp_torch.functional.cross_entropy_cost`."""
         return F.cross_entropy_cost(input, target, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
 
 
 class SigmoidMLP(nn.Sequential):
