@@ -188,6 +188,10 @@ def train(args):
     train_seconds = time.perf_counter() - start
     bar.close()
     if args.ddp:
+        # No rank tears the group down while another may still be talking to it: gloo can abort a process whose
+        # peer vanished mid-exchange
+        del model
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if rank != 0:
         return None

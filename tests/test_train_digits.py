@@ -291,6 +291,10 @@ def _ddp_worker(rank, world_size, init_file, backend, seed, queue):
         target = torch.nn.functional.one_hot(y[idx], 10).double()
         bp_torch.QuadraticCost()(model(x[idx]), target).backward()
         queue.put((rank, idx.tolist(), [p.grad.flatten().tolist() for p in net.parameters()]))
+        # DDP's reducer refers to the group: it goes first, and neither rank tears the group down while the other
+        # may still be talking to it (gloo can abort a process whose peer vanished mid-exchange).
+        del model
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
