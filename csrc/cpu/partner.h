@@ -16,14 +16,16 @@ namespace bp_torch {
 
 // Jobs posted by the training thread and run by the partner thread.
 //
-// split(size, align, job, context) runs job(context, begin, end) over [0, size): the training thread computes
-// [0, mid) while the last sixth [mid, size) is posted for the partner. The training thread never waits for a job
-// that has not started: if the partner has not taken it up by the time the first part is done, the training thread
-// takes it back and runs it itself. Only a job in progress is waited for, and if that wait outlasts the pauses of a
-// busy-wait (the partner lost its core to another process, say), the training thread keeps its next products to
-// itself, 16 after a first stall, twice as many after each stall that follows (up to 4,096), one fewer after each
-// job that came back in time: a descheduled partner must not stall every step, and a fixed long backoff would lose
-// the partner's help after each of the host's occasional preemptions.
+// split(size, align, job, context) runs job(context, begin, end) over [0, size): the training thread computes [0, mid)
+// while the last sixth [mid, size) is posted for the partner, mid being the multiple of `align` nearest to 5/6 of size
+// (the next one would leave the partner only a tenth of Nielsen's 30 hidden neurons in the AVX2 copy's blocks of 3); a
+// product too small to share runs on the training thread alone. The training thread never waits for a job that has not
+// started: if the partner has not taken it up by the time the first part is done, the training thread takes it back and
+// runs it itself. Only a job in progress is waited for, and if that wait outlasts the pauses of a busy-wait (the
+// partner lost its core to another process, say), the training thread keeps its next products to itself, 16 after a
+// first stall, twice as many after each stall that follows (up to 4,096), one fewer after each job that came back in
+// time: a descheduled partner must not stall every step, and a fixed long backoff would lose the partner's help after
+// each of the host's occasional preemptions.
 //
 // Only a sixth, because the partner's first chore is to gather the next mini-batches, which is bound by memory
 // bandwidth: a larger share leaves it too little time for that (BENCHMARKS.md, "The kernels' thresholds").
