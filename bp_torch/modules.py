@@ -57,6 +57,7 @@ class SigmoidLinear(nn.Module):
     """
 
     __constants__ = ["in_features", "out_features"]
+    init: str = "torch"  # what a layer pickled before it had an ``init`` was initialised by
 
     def __init__(
         self,

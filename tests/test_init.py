@@ -95,3 +95,16 @@ def test_unknown_init_is_refused(init):
         ValueError, match=re.escape(f"SigmoidMLP: init must be one of ('torch', 'nielsen', 'large'), got {init!r}")
     ):
         SigmoidMLP([3, 2], init=init)
+
+
+def test_a_layer_pickled_before_init_existed_loads_as_init_torch():
+    import pickle
+
+    layer = SigmoidLinear(3, 2)
+    del layer.__dict__["init"]  # the state an object pickled by a version without `init` restores
+    restored = pickle.loads(pickle.dumps(layer))
+    assert repr(restored) == "SigmoidLinear(in_features=3, out_features=2, bias=True)"
+    torch.manual_seed(2)
+    restored.reset_parameters()
+    torch.manual_seed(2)
+    assert torch.equal(restored.weight, nn.Linear(3, 2).weight)
