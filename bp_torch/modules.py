@@ -178,6 +178,13 @@ class CrossEntropyCost(_Cost):
         return F.cross_entropy_cost(input, target, self.reduction)
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs hooks of its own, which a fused op in its place would skip."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
+
+
 class SigmoidMLP(nn.Sequential):
     r"""Nielsen's ``Network(sizes)`` as a module: a chain of :class:`SigmoidLinear` layers,
     ``a^l = sigma(w^l a^(l-1) + b^l)`` for ``l = 1 .. L``.
@@ -247,13 +254,7 @@ class SigmoidMLP(nn.Sequential):
         weights: list[Tensor] = []
         biases: list[Tensor | None] = []
         for layer in self._modules.values():  # one loop: each comprehension would be a call of its own
-            if (
-                type(layer) is not SigmoidLinear
-                or layer._forward_hooks
-                or layer._forward_pre_hooks
-                or layer._backward_hooks
-                or layer._backward_pre_hooks
-            ):
+            if type(layer) is not SigmoidLinear or _has_hooks(layer):
                 return None
             params = layer._parameters
             weight = params["weight"] if "weight" in params else layer.weight  # noqa: SIM401 - get() would look up
@@ -317,10 +318,7 @@ class SigmoidMLP(nn.Sequential):
             weight, bias = params.get("weight"), params.get("bias")
             if (
                 type(layer) is not SigmoidLinear
-                or layer._forward_hooks
-                or layer._forward_pre_hooks
-                or layer._backward_hooks
-                or layer._backward_pre_hooks
+                or _has_hooks(layer)
                 or weight is None
                 or not weight.requires_grad
                 or (bias is not None and not bias.requires_grad)
@@ -347,7 +345,7 @@ class SigmoidMLP(nn.Sequential):
                     f"{where} is not a SigmoidLinear: {op} computes chains of SigmoidLinear layers "
                     "only; train this network with autograd and torch.optim"
                 )
-            if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
+            if _has_hooks(layer):
                 raise ValueError(f"{where} has hooks, which {op} would not run; train it with autograd and torch.optim")
             for kind in ("weight", "bias"):
                 param = layer._parameters.get(kind)
