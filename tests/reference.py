@@ -24,45 +24,6 @@ def grads(fn, inputs, grad_output=None):
     return out, [next(got) if isinstance(t, torch.Tensor) and t.requires_grad else None for t in inputs]
 
 
-def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
-    """Nielsen's network.py, re-stated in numpy: per-sample backprop, averaged over each mini-batch.
-
-    weights[l]: (n_(l+1), n_l), biases[l]: (n_(l+1),); xs: (N, n_0), ys: (N, n_L); visits the samples in order.
-    Returns the new weights and biases, and each mini-batch's cost ``1/2m sum_x ||y(x) - a^L(x)||^2`` before its
-    update.
-    """
-    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
-    weights = [w.copy() for w in weights]
-    biases = [b.copy() for b in biases]
-    costs = []
-    for start in range(0, len(xs), batch_size):
-        batch = list(zip(xs[start : start + batch_size], ys[start : start + batch_size]))
-        nabla_w = [np.zeros_like(w) for w in weights]
-        nabla_b = [np.zeros_like(b) for b in biases]
-        cost = 0.0
-        for x, y in batch:
-            activation, activations, zs = x, [x], []
-            for w, b in zip(weights, biases):
-                z = w @ activation + b
-                zs.append(z)
-                activation = sigmoid(z)
-                activations.append(activation)
-            cost += 0.5 * np.sum((y - activations[-1]) ** 2) / len(batch)
-            delta = (activations[-1] - y) * sigmoid(zs[-1]) * (1 - sigmoid(zs[-1]))
-            d_w, d_b = [None] * len(weights), [None] * len(weights)
-            d_w[-1], d_b[-1] = np.outer(delta, activations[-2]), delta
-            for layer in range(2, len(weights) + 1):
-                sp = sigmoid(zs[-layer]) * (1 - sigmoid(zs[-layer]))
-                delta = (weights[-layer + 1].T @ delta) * sp
-                d_w[-layer], d_b[-layer] = np.outer(delta, activations[-layer - 1]), delta
-            nabla_w = [nw + dw for nw, dw in zip(nabla_w, d_w)]
-            nabla_b = [nb + db for nb, db in zip(nabla_b, d_b)]
-        weights = [w - (lr / len(batch)) * nw for w, nw in zip(weights, nabla_w)]
-        biases = [b - (lr / len(batch)) * nb for b, nb in zip(biases, nabla_b)]
-        costs.append(cost)
-    return weights, biases, costs
-
-
 def assert_compiled_matches_eager(model, cost, x, y):
     """torch.compile(fullgraph=True) of cost(model(x), y): the same cost and parameter gradients as eager."""
 
@@ -111,16 +72,19 @@ def numpy_network2_sgd(weights, biases, xs, ys, eta, batch_size, cost, lmbda, n)
     (``cost="quadratic"``) or ``delta^L = a - y`` (``"cross_entropy"``); ``delta^l = (w^(l+1))^T delta^(l+1) *
     sigma'(z^l)``; ``dC_x/dw^l = delta^l (a^(l-1))^T``, ``dC_x/db^l = delta^l``. Per mini-batch of m samples:
     ``w <- (1 - eta lmbda / n) w - (eta / m) sum_x dC_x/dw``, ``b <- b - (eta / m) sum_x dC_x/db``.
-    Returns the weights and biases after each mini-batch (a list of (weights, biases) pairs).
+    Returns the weights and biases after each mini-batch (a list of (weights, biases) pairs), and each mini-batch's
+    cost before its update, ``1/m sum_x C_x`` (the quadratic ``C_x = 1/2 ||y(x) - a^L(x)||^2`` or the
+    cross-entropy, :func:`numpy_cross_entropy`; without the L2 term).
     """
     sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     weights = [w.copy() for w in weights]
     biases = [b.copy() for b in biases]
-    trajectory = []
+    trajectory, costs = [], []
     for start in range(0, len(xs), batch_size):
         batch = list(zip(xs[start : start + batch_size], ys[start : start + batch_size]))
         nabla_w = [np.zeros_like(w) for w in weights]
         nabla_b = [np.zeros_like(b) for b in biases]
+        batch_cost = 0.0
         for x, y in batch:
             activation, activations, zs = x, [x], []
             for w, b in zip(weights, biases):
@@ -129,8 +93,10 @@ def numpy_network2_sgd(weights, biases, xs, ys, eta, batch_size, cost, lmbda, n)
                 activation = sigmoid(z)
                 activations.append(activation)
             if cost == "cross_entropy":
+                batch_cost += numpy_cross_entropy(activations[-1], y) / len(batch)
                 delta = activations[-1] - y
             else:
+                batch_cost += 0.5 * np.sum((y - activations[-1]) ** 2) / len(batch)
                 delta = (activations[-1] - y) * sigmoid(zs[-1]) * (1 - sigmoid(zs[-1]))
             nabla_w[-1] += np.outer(delta, activations[-2])
             nabla_b[-1] += delta
@@ -143,7 +109,17 @@ def numpy_network2_sgd(weights, biases, xs, ys, eta, batch_size, cost, lmbda, n)
         weights = [(1 - eta * (lmbda / n)) * w - (eta / m) * nw for w, nw in zip(weights, nabla_w)]
         biases = [b - (eta / m) * nb for b, nb in zip(biases, nabla_b)]
         trajectory.append(([w.copy() for w in weights], [b.copy() for b in biases]))
-    return trajectory
+        costs.append(batch_cost)
+    return trajectory, costs
+
+
+def numpy_nielsen_sgd(weights, biases, xs, ys, lr, batch_size):
+    """Nielsen's network.py ``update_mini_batch``: network2.py's (:func:`numpy_network2_sgd`) on the quadratic cost,
+    without L2. Returns the weights and biases after the last mini-batch, and each mini-batch's cost
+    ``1/2m sum_x ||y(x) - a^L(x)||^2`` before its update."""
+    trajectory, costs = numpy_network2_sgd(weights, biases, xs, ys, lr, batch_size, "quadratic", 0.0, 1)
+    final_weights, final_biases = trajectory[-1] if trajectory else (weights, biases)
+    return final_weights, final_biases, costs
 
 
 def numpy_cross_entropy(a, y):

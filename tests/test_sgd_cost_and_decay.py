@@ -147,7 +147,7 @@ def test_trajectory_equals_numpy_network2(cost):
     net = make_net(sizes, seed=7, init="nielsen")
     x, y = data(sizes, 30, seed=8)
     weights, biases = params(net)
-    trajectory = reference.numpy_network2_sgd(
+    trajectory, costs = reference.numpy_network2_sgd(
         [w.detach().numpy() for w in weights],
         [b.detach().numpy() for b in biases],
         x.numpy(),
@@ -160,7 +160,7 @@ def test_trajectory_equals_numpy_network2(cost):
     )
     assert len(trajectory) == 6
     for k, (want_w, want_b) in enumerate(trajectory):
-        F.sgd_step(
+        got_cost = F.sgd_step(
             x[k * batch_size : (k + 1) * batch_size],
             y[k * batch_size : (k + 1) * batch_size],
             weights,
@@ -169,6 +169,7 @@ def test_trajectory_equals_numpy_network2(cost):
             cost=cost,
             weight_decay=lmbda / n_train,
         )
+        np.testing.assert_allclose(got_cost.item(), costs[k], rtol=1e-12)  # the cost before the update, no L2 term
         for got, want in zip([*weights, *biases], [*want_w, *want_b]):
             np.testing.assert_allclose(got.detach().numpy(), want, rtol=0, atol=1e-9)
     moved = [
