@@ -126,3 +126,37 @@ def numpy_cross_entropy(a, y):
     """Nielsen's ``CrossEntropyCost.fn`` per sample: ``sum(nan_to_num(-y ln a - (1 - y) ln(1 - a)))``, rows of a."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sum(np.nan_to_num(-y * np.log(a) - (1 - y) * np.log(1 - a)), axis=-1)
+
+
+COSTS = {"quadratic": quadratic_cost, "cross_entropy": cross_entropy_cost}
+
+
+def chain(weights, biases, layer=sigmoid_linear):
+    """The forward of a chain of sigmoid layers, ``a^l = layer(a^(l-1), w^l, b^l)``; a bias may be None."""
+
+    def forward(x):
+        for w, b in zip(weights, biases):
+            x = layer(x, w, b)
+        return x
+
+    return forward
+
+
+def optim_sgd_steps(forward, weights, biases, batches, lr, weight_decay, cost):
+    """The steps sgd_step and sgd_epoch must take, (3.4): for each mini-batch (x, y) in turn, ``cost(forward(x), y)``
+    by autograd, then one torch.optim.SGD step with ``weight_decay`` on the weights' group and none on the biases'
+    (None biases and an empty group left out). ``forward`` computes with these tensors. Returns each mini-batch's
+    cost before its update, as a list."""
+    groups = [
+        {"params": list(weights), "weight_decay": weight_decay},
+        {"params": [b for b in biases if b is not None], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.SGD([group for group in groups if group["params"]], lr=lr)
+    costs = []
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss = cost(forward(x), y)
+        loss.backward()
+        optimizer.step()
+        costs.append(loss.detach())
+    return costs

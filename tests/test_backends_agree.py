@@ -29,6 +29,8 @@ from torch.nn.utils import parametrize
 import bp_torch
 from bp_torch import functional
 
+import reference
+
 # Each test runs both backends itself: generated once, and not at all without the C++ extension.
 pytestmark = [
     pytest.mark.backends("cpp"),
@@ -235,54 +237,60 @@ def chunks(order, batch_size):
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def oracle_sgd(net, x, y, lr):
-    """autograd + torch.optim.SGD: the step sgd_step must take. Returns the cost before the step."""
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    optimizer.zero_grad()
-    cost = 0.5 * (oracle_forward(net, x) - y).square().sum(-1).mean()
-    cost.backward()
-    optimizer.step()
-    return cost.detach()
+def oracle_sgd(net, batches, lr, cost="quadratic", weight_decay=0.0):
+    """autograd + torch.optim.SGD on the network as torch runs it (oracle_forward), weight_decay on the weights'
+    group and none on the biases' (3.4): the steps sgd_step and sgd_epoch must take, one per mini-batch (x, y).
+    Returns each mini-batch's cost before its step, as a list."""
+    params = list(net.parameters())
+    weights, biases = [p for p in params if p.dim() == 2], [p for p in params if p.dim() == 1]
+    forward = lambda x: oracle_forward(net, x)  # noqa: E731
+    return reference.optim_sgd_steps(forward, weights, biases, batches, lr, weight_decay, reference.COSTS[cost])
 
 
-@given(spec=net_specs(), n=st.integers(0, 5), lr=st.sampled_from([0.0, 0.5, 3.0]), seed=seeds)
-def test_module_sgd_step_is_autograd_and_optim_sgd_or_refused(spec, n, lr, seed):
+def module_update_on_each_backend(spec, n, seed, update):
+    """update(net, x, y) on a fresh network and data of ``spec``, on each backend, with the parameters after it:
+    on_each_backend's results. A network that is not a plain chain must be refused alike, with a message naming the
+    layer; that gives None."""
+
     def run():
         net = build(spec)
         x, y = data(spec, n, seed)
-        cost = net.sgd_step(x, y, lr)
-        return [cost, *[p.detach().clone() for p in net.parameters()]]
+        value = update(net, x, y)
+        return [value, *[p.detach().clone() for p in net.parameters()]]
 
     results = on_each_backend(run)
     if spec.edit not in CHAIN_EDITS:
         assert_refused_alike(results)
         assert "layer" in results["python"][2]
+        return None
+    return results
+
+
+@given(spec=net_specs(), n=st.integers(0, 5), lr=st.sampled_from([0.0, 0.5, 3.0]), seed=seeds)
+def test_module_sgd_step_is_autograd_and_optim_sgd_or_refused(spec, n, lr, seed):
+    results = module_update_on_each_backend(spec, n, seed, lambda net, x, y: net.sgd_step(x, y, lr))
+    if results is None:
         return
     result = assert_agree(results)
     assert result is not None, results["python"]
     net = build(spec)
     x, y = data(spec, n, seed)
-    cost = oracle_sgd(net, x, y, lr)
+    (cost,) = oracle_sgd(net, [(x, y)], lr)
     assert_close(result, [cost, *[p.detach() for p in net.parameters()]], tol=1e-10)
 
 
 @given(spec=net_specs(), n=st.integers(0, 7), batch_size=st.integers(1, 8), shuffle=st.booleans(), seed=seeds)
 def test_module_sgd_epoch_is_a_loop_of_oracle_steps_or_refused(spec, n, batch_size, shuffle, seed):
-    def run():
-        net = build(spec)
-        x, y = data(spec, n, seed)
-        costs = net.sgd_epoch(x, y, 0.5, batch_size, shuffle=shuffle, generator=gen(seed))
-        return [costs, *[p.detach().clone() for p in net.parameters()]]
-
-    results = on_each_backend(run)
-    if spec.edit not in CHAIN_EDITS:
-        assert_refused_alike(results)
+    results = module_update_on_each_backend(
+        spec, n, seed, lambda net, x, y: net.sgd_epoch(x, y, 0.5, batch_size, shuffle=shuffle, generator=gen(seed))
+    )
+    if results is None:
         return
     result = assert_agree(results)
     net = build(spec)
     x, y = data(spec, n, seed)
     order = torch.randperm(n, generator=gen(seed)) if shuffle else torch.arange(n)
-    costs = [oracle_sgd(net, x[index], y[index], 0.5) for index in chunks(order, batch_size)]
+    costs = oracle_sgd(net, [(x[index], y[index]) for index in chunks(order, batch_size)], 0.5)
     expected_costs = torch.stack(costs) if costs else x.new_empty(0)
     assert_close(result, [expected_costs, *[p.detach() for p in net.parameters()]], tol=1e-10)
 
@@ -733,27 +741,6 @@ def test_deepcopy_of_an_edited_network_still_agrees():
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def oracle_chapter_three_sgd(net, x, y, lr, cost, weight_decay):
-    """autograd + torch.optim.SGD with weight_decay on the weights' group and none on the biases' (3.4), on the
-    quadratic cost or the cross-entropy (binary_cross_entropy summed over the outputs). Returns the cost before the
-    step."""
-    params = list(net.parameters())
-    groups = [
-        {"params": [p for p in params if p.dim() == 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() == 1], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.SGD([group for group in groups if group["params"]], lr=lr)
-    optimizer.zero_grad()
-    out = oracle_forward(net, x)
-    if cost == "quadratic":
-        loss = 0.5 * (out - y).square().sum(-1).mean()
-    else:
-        loss = TF.binary_cross_entropy(out, y, reduction="none").sum(-1).mean()
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 def chapter_three_misuse(cost, weight_decay, y):
     """Whether these arguments must be refused: an unknown cost, a negative or NaN weight decay, or a cross-entropy
     target outside [0, 1]."""
@@ -777,15 +764,10 @@ weight_decays = st.sampled_from([0.0, 0.01, 0.5, 0.5, -0.1, math.nan])
     seed=seeds,
 )
 def test_module_sgd_step_with_cost_and_weight_decay_agrees_with_the_oracle(spec, n, cost, weight_decay, y_scale, seed):
-    def run():
-        net = build(spec)
-        x, y = data(spec, n, seed)
-        value = net.sgd_step(x, y_scale * y, 0.5, cost=cost, weight_decay=weight_decay)
-        return [value, *[p.detach().clone() for p in net.parameters()]]
-
-    results = on_each_backend(run)
-    if spec.edit not in CHAIN_EDITS:
-        assert_refused_alike(results)
+    results = module_update_on_each_backend(
+        spec, n, seed, lambda net, x, y: net.sgd_step(x, y_scale * y, 0.5, cost=cost, weight_decay=weight_decay)
+    )
+    if results is None:
         return
     result = assert_agree(results)
     net = build(spec)
@@ -793,7 +775,7 @@ def test_module_sgd_step_with_cost_and_weight_decay_agrees_with_the_oracle(spec,
     if chapter_three_misuse(cost, weight_decay, y_scale * y):
         assert result is None and results["python"][1] is ValueError, results["python"]
         return
-    expected = oracle_chapter_three_sgd(net, x, y_scale * y, 0.5, cost, weight_decay)
+    (expected,) = oracle_sgd(net, [(x, y_scale * y)], 0.5, cost, weight_decay)
     assert_close(result, [expected, *[p.detach() for p in net.parameters()]], tol=1e-10)
 
 
@@ -808,15 +790,15 @@ def test_module_sgd_step_with_cost_and_weight_decay_agrees_with_the_oracle(spec,
 def test_module_sgd_epoch_with_cost_and_weight_decay_is_a_loop_of_oracle_steps(
     spec, n, batch_size, cost, weight_decay, seed
 ):
-    def run():
-        net = build(spec)
-        x, y = data(spec, n, seed)
-        costs = net.sgd_epoch(x, y, 0.5, batch_size, generator=gen(seed), cost=cost, weight_decay=weight_decay)
-        return [costs, *[p.detach().clone() for p in net.parameters()]]
-
-    results = on_each_backend(run)
-    if spec.edit not in CHAIN_EDITS:
-        assert_refused_alike(results)
+    results = module_update_on_each_backend(
+        spec,
+        n,
+        seed,
+        lambda net, x, y: net.sgd_epoch(
+            x, y, 0.5, batch_size, generator=gen(seed), cost=cost, weight_decay=weight_decay
+        ),
+    )
+    if results is None:
         return
     result = assert_agree(results)
     net = build(spec)
@@ -825,9 +807,6 @@ def test_module_sgd_epoch_with_cost_and_weight_decay_is_a_loop_of_oracle_steps(
         assert result is None and results["python"][1] is ValueError, results["python"]
         return
     order = torch.randperm(n, generator=gen(seed))
-    costs = [
-        oracle_chapter_three_sgd(net, x[index], y[index], 0.5, cost, weight_decay)
-        for index in chunks(order, batch_size)
-    ]
+    costs = oracle_sgd(net, [(x[index], y[index]) for index in chunks(order, batch_size)], 0.5, cost, weight_decay)
     expected_costs = torch.stack(costs) if costs else x.new_empty(0)
     assert_close(result, [expected_costs, *[p.detach() for p in net.parameters()]], tol=1e-10)

@@ -18,7 +18,6 @@ from bp_torch import functional as F
 import reference
 
 COSTS = ["quadratic", "cross_entropy"]
-ORACLE_COSTS = {"quadratic": reference.quadratic_cost, "cross_entropy": reference.cross_entropy_cost}
 
 
 def make_net(sizes, seed=0, dtype=torch.float64, init="torch"):
@@ -41,20 +40,11 @@ def torch_sgd_steps(net, batches, lr, cost, weight_decay):
     """The oracle: autograd through plain torch ops, then torch.optim.SGD with weight decay on the weights only.
     Returns each mini-batch's cost before its update."""
     weights, biases = params(net)
-    optimizer = torch.optim.SGD(
-        [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}], lr=lr
+    return torch.stack(
+        reference.optim_sgd_steps(
+            reference.chain(weights, biases), weights, biases, batches, lr, weight_decay, reference.COSTS[cost]
+        )
     )
-    costs = []
-    for x, y in batches:
-        optimizer.zero_grad()
-        a = x
-        for w, b in zip(weights, biases):
-            a = reference.sigmoid_linear(a, w, b)
-        loss = ORACLE_COSTS[cost](a, y)
-        loss.backward()
-        optimizer.step()
-        costs.append(loss.detach())
-    return torch.stack(costs)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
@@ -101,19 +91,9 @@ def test_drawn_networks_step_as_torch_optim_sgd(sizes, n, cost, weight_decay, lr
     oracle = SigmoidMLP(sizes, bias=bias, dtype=torch.float64)
     oracle.load_state_dict(ours.state_dict())
     x, y = data(sizes, n, seed=seed)
-    weights, biases = params(oracle)
-    optimizer = torch.optim.SGD(
-        [
-            {"params": weights, "weight_decay": weight_decay},
-            {"params": [b for b in biases if b is not None], "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
-    loss = ORACLE_COSTS[cost](oracle(x), y)
-    loss.backward()
-    optimizer.step()
+    (want,) = reference.optim_sgd_steps(oracle, *params(oracle), [(x, y)], lr, weight_decay, reference.COSTS[cost])
     got = ours.sgd_step(x, y, lr, cost=cost, weight_decay=weight_decay)
-    torch.testing.assert_close(got, loss.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for p, q in zip(ours.parameters(), oracle.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
@@ -124,13 +104,8 @@ def test_tied_weights_decay_once_as_in_torch_optim_sgd():
     first, b1, b2 = (torch.randn(shape, dtype=torch.float64) for shape in ((4, 3), (4,), (4,)))
     x, y = data([3, 4, 4], 6, seed=6)
     oracle = [t.clone().requires_grad_() for t in (first, shared, b1, b2)]
-    optimizer = torch.optim.SGD(
-        [{"params": oracle[:2], "weight_decay": 0.1}, {"params": oracle[2:], "weight_decay": 0.0}], lr=0.9
-    )
-    a = reference.sigmoid_linear(x, oracle[0], oracle[2])
-    a = reference.sigmoid_linear(reference.sigmoid_linear(a, oracle[1], oracle[3]), oracle[1], oracle[3])
-    reference.cross_entropy_cost(a, y).backward()
-    optimizer.step()
+    tied = reference.chain([oracle[0], oracle[1], oracle[1]], [oracle[2], oracle[3], oracle[3]])
+    reference.optim_sgd_steps(tied, oracle[:2], oracle[2:], [(x, y)], 0.9, 0.1, reference.cross_entropy_cost)
     ours = [t.clone() for t in (first, shared, b1, b2)]
     F.sgd_step(
         x, y, [ours[0], ours[1], ours[1]], [ours[2], ours[3], ours[3]], 0.9, cost="cross_entropy", weight_decay=0.1

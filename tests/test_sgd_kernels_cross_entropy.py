@@ -10,6 +10,8 @@ from bp_torch import SigmoidMLP
 from bp_torch import functional as F
 from bp_torch.autograd import CrossEntropyCostFunction, SigmoidLinearFunction
 
+import reference
+
 # (sizes, batch): loop products with vector blocks and tails; loop products large enough for threads; BLAS
 # products with more samples than the kernels sum in order.
 SHAPES = [([37, 33, 17], 9), ([200, 300, 40], 64), ([300, 200, 60], 300)]
@@ -17,20 +19,18 @@ SHAPES = [([37, 33, 17], 9), ([200, 300, 40], 64), ([300, 200, 60], 300)]
 
 def oracle_steps(weights, biases, batches, lr, weight_decay):
     """Autograd through the Python backend's Functions, then torch.optim.SGD with the biases undecayed."""
-    optimizer = torch.optim.SGD(
-        [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}], lr=lr
+    forward = reference.chain(weights, biases, SigmoidLinearFunction.apply)
+    return torch.stack(
+        reference.optim_sgd_steps(
+            forward,
+            weights,
+            biases,
+            batches,
+            lr,
+            weight_decay,
+            lambda a, y: CrossEntropyCostFunction.apply(a, y, "mean"),
+        )
     )
-    costs = []
-    for x, y in batches:
-        optimizer.zero_grad()
-        a = x
-        for w, b in zip(weights, biases):
-            a = SigmoidLinearFunction.apply(a, w, b)
-        cost = CrossEntropyCostFunction.apply(a, y, "mean")
-        cost.backward()
-        optimizer.step()
-        costs.append(cost.detach())
-    return torch.stack(costs)
 
 
 @pytest.mark.backends("cpp")
