@@ -270,13 +270,14 @@ def sgd_step(
         tensor([[0.5000, 0.5000]])
     """
     lr, weight_decay = _checks.sgd_arguments("sgd_step", x, y, weights, biases, lr, cost, weight_decay)
-    if _backend.use_cpp(x) and cost != "cross_entropy":
-        # The op checks shapes, dtypes and devices in C++ with the Python checks' words, and runs below autograd.
-        return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr, cost, weight_decay)
-    _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
-    if cost == "cross_entropy":
-        _checks.probabilities("sgd_step", "y", y)  # y's values, before any parameter changes
-    if _backend.use_cpp(x):
+    cpp = _backend.use_cpp(x)
+    # The op checks shapes, dtypes and devices in C++ with the Python checks' words, and runs below autograd; the
+    # cross-entropy's y values are checked here, after the shapes and before any parameter changes, on both backends.
+    if not cpp or cost == "cross_entropy":
+        _checks.sigmoid_mlp_sgd_step(x, y, weights, biases)
+        if cost == "cross_entropy":
+            _checks.probabilities("sgd_step", "y", y)
+    if cpp:
         return _ops.sgd_step(x, y, weights, _op_biases(weights, biases), lr, cost, weight_decay)
     with torch.no_grad():
         return sigmoid_mlp_sgd_step(x, y, weights, biases or [None] * len(weights), lr, cost, weight_decay)
