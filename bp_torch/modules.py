@@ -178,6 +178,13 @@ class CrossEntropyCost(_Cost):
         return F.cross_entropy_cost(input, target, self.reduction)
 
 
+# The cost modules by the names that sgd_step's ``cost`` takes.
+COST_MODULES: dict[str, type[QuadraticCost] | type[CrossEntropyCost]] = {
+    "quadratic": QuadraticCost,
+    "cross_entropy": CrossEntropyCost,
+}
+
+
 def _has_hooks(module: nn.Module) -> bool:
     """Whether calling ``module`` runs hooks of its own, which a fused op in its place would skip."""
     return bool(

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .. import _backend
-from ..modules import CrossEntropyCost, QuadraticCost, SigmoidMLP
+from ..modules import COST_MODULES, SigmoidMLP
 from . import _page
 from ._explain import explain, layers_of, learning_rate
 from ._plot import need_matplotlib, writes_edge_labels
@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, nargs="+", metavar="Y", help="the target y (default: random, or Mazur's)")
     p.add_argument(
         "--cost",
-        choices=["quadratic", "cross-entropy"],
+        choices=[name.replace("_", "-") for name in COST_MODULES],
         default="quadratic",
         help="the cost: the chapter's quadratic cost (default), or the cross-entropy, whose report shows "
         "delta^L = a^L - y beside the quadratic cost's (a^L - y) sigma'(z^L)",
@@ -255,7 +255,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             _page.check_drawable(model.sizes, n_samples=1, elsewhere="without --html, the command (and --plot) shows")
         except ValueError as err:
             raise UsageError(str(err)) from None
-    cost = CrossEntropyCost() if args.cost == "cross-entropy" else QuadraticCost()
+    cost = COST_MODULES[args.cost.replace("-", "_")]()
     try:
         report = explain(model, x, y, cost=cost)
     except (TypeError, ValueError) as err:

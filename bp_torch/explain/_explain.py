@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .. import _backend, _checks, functional
 from ..autograd import cross_entropy_cost_backward, quadratic_cost_backward, sigmoid_prime_from_output
-from ..modules import CrossEntropyCost, QuadraticCost, SigmoidLinear
+from ..modules import COST_MODULES, CrossEntropyCost, QuadraticCost, SigmoidLinear
 from . import _notation
 from ._report import ExplainReport, LayerReport
 
@@ -86,7 +86,7 @@ def cost_module(cost: QuadraticCost | CrossEntropyCost | str | None) -> Quadrati
                 f"{COST_REDUCTIONS}, got {cost!r}"
             )
         return QuadraticCost(cost)
-    if not isinstance(cost, (QuadraticCost, CrossEntropyCost)):
+    if not isinstance(cost, tuple(COST_MODULES.values())):
         raise TypeError(
             f"explain: cost must be a bp_torch.QuadraticCost (or 'mean' / 'sum') or a bp_torch.CrossEntropyCost, got "
             f"{type(cost).__name__}: equation (1.3), dC/da^L = a^L - y, is the derivative of the chapter's quadratic "
@@ -150,7 +150,7 @@ def explain(
     """
     layers = layers_of(model)
     cost_fn = cost_module(cost)
-    cost_name = "cross_entropy" if isinstance(cost_fn, CrossEntropyCost) else "quadratic"
+    cost_name = next(name for name, module in COST_MODULES.items() if isinstance(cost_fn, module))
     first = layers[0].weight
     x = tensor_argument(x, first, "x")
     y = tensor_argument(y, first, "y")
@@ -255,7 +255,7 @@ def after_sgd_steps(report: ExplainReport, lr: float, steps: int) -> list[Explai
     network = nn.Sequential(*layers)
     # sgd_step's C is the mean over the mini-batch; the report's may be the sum, whose gradient is n times larger
     step_lr = lr * report.n_samples if report.reduction == "sum" else lr
-    cost = (CrossEntropyCost if report.cost_name == "cross_entropy" else QuadraticCost)(report.reduction)
+    cost = COST_MODULES[report.cost_name](report.reduction)
     reports = [report]
     for _ in range(steps):
         functional.sgd_step(

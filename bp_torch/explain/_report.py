@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..modules import COST_MODULES
 from . import _notation, _page, _plot, _text
 
 __all__ = ["ExplainReport", "LayerReport"]
@@ -160,7 +161,7 @@ class ExplainReport:
             "dtype": str(self.dtype).replace("torch.", ""),
             "backend": self.backend,
             "cost": {
-                "name": "CrossEntropyCost" if self.cost_name == "cross_entropy" else "QuadraticCost",
+                "name": COST_MODULES[self.cost_name].__name__,
                 "reduction": self.reduction,
                 "formula": _notation.cost_formula(len(self.layers), self.cost_name),
                 "value": self.cost,
