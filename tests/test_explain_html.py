@@ -846,37 +846,21 @@ def test_browser_details_follow_the_walk(open_page):
                 )
         click_edge(page, 1, 2, 1)  # w^1_21: its dz/dw is a^0, known from the start; the rest from layer 1's step
         backward = entry["grad_known"] > 1
-        assert pending(
-            [
-                "weight",
-                "dz_dw",
-                "da_dz",
-                "dC_da",
-                "product",
-                "autograd",
-                "abs_diff",
-                "dC_da_next",
-                "da_next_da",
-                "dC_da_term",
-                "dC_da_sum",
-            ]
-        ) == {
+        from_backward = (
+            "da_dz",
+            "dC_da",
+            "product",
+            "autograd",
+            "abs_diff",
+            "dC_da_next",
+            "da_next_da",
+            "dC_da_term",
+            "dC_da_sum",
+        )
+        assert pending(["weight", "dz_dw", *from_backward]) == {
             "weight": False,
             "dz_dw": False,
-            **dict.fromkeys(
-                (
-                    "da_dz",
-                    "dC_da",
-                    "product",
-                    "autograd",
-                    "abs_diff",
-                    "dC_da_next",
-                    "da_next_da",
-                    "dC_da_term",
-                    "dC_da_sum",
-                ),
-                backward,
-            ),
+            **dict.fromkeys(from_backward, backward),
         }, entry["title"]
         if backward:
             assert page.locator('#details [data-key="product"]').text_content() == "?"
