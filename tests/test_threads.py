@@ -160,6 +160,51 @@ def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, r
         assert_same(run(threads), serial)
 
 
+@pytest.mark.backends("cpp")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("input_grad", [False, True], ids=["params-only", "with-dx"])
+def test_blas_products_split_over_threads_equal_autograd(backend, threads, input_grad, restore_num_threads):
+    """[300, 200, 60] at mini-batch 67: the first layer's products (4M multiply-adds) go to BLAS on every kernel
+    copy, which gets blocks of the output's rows, one per thread: 67 samples and 200 neurons split unevenly over 2
+    and 3 threads. Without dC/dx, dC/dW^1 is the layer's only backward product, and sgd_step's update of W^1 always
+    is. Forward, gradients and three sgd steps against float64 autograd on a plain-torch copy, with torch.optim.SGD
+    as the update."""
+    torch.set_num_threads(threads)
+    sizes, lr = [300, 200, 60], 0.5
+    torch.manual_seed(threads)
+    net = bp_torch.SigmoidMLP(sizes)
+    oracle = torch.nn.Sequential(
+        *[m for i, o in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(i, o, dtype=torch.float64), torch.nn.Sigmoid())]
+    )
+    with torch.no_grad():
+        for linear, layer in zip(oracle[::2], net):
+            linear.weight.copy_(layer.weight)
+            linear.bias.copy_(layer.bias)
+    x, y = torch.rand(67, 300), torch.rand(67, 60)
+    x_net, x_oracle = x.clone().requires_grad_(input_grad), x.double().requires_grad_(input_grad)
+
+    out = net(x_net)
+    want_out = oracle(x_oracle)
+    wrt_net, wrt_oracle = [*net.parameters()], [*oracle.parameters()]
+    if input_grad:
+        wrt_net, wrt_oracle = [x_net, *wrt_net], [x_oracle, *wrt_oracle]
+    grads = torch.autograd.grad(functional.quadratic_cost(out, y), wrt_net)
+    want_grads = torch.autograd.grad(0.5 * ((want_out - y.double()) ** 2).sum(-1).mean(), wrt_oracle)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.detach(), want_out.detach().float(), **tol)
+    for got, want in zip(grads, want_grads):
+        torch.testing.assert_close(got, want.float(), **tol)
+
+    optimizer = torch.optim.SGD(oracle.parameters(), lr=lr)
+    for _ in range(3):
+        net.sgd_step(x, y, lr)
+        optimizer.zero_grad()
+        (0.5 * ((oracle(x.double()) - y.double()) ** 2).sum(-1).mean()).backward()
+        optimizer.step()
+    for got, want in zip(net.parameters(), oracle.parameters()):
+        torch.testing.assert_close(got.detach(), want.detach().float(), **tol)
+
+
 # --- no global mutable state in the C++ extension ---------------------------------------------------------------------
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"

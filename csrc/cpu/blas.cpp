@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/irange.h>
 
+#include <algorithm>
 #include <array>
 
 #include "capability/kernels.h"
@@ -26,12 +27,32 @@ at::Tensor wrap(const T* data, int64_t rows, int64_t cols) {
                        at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
+// The fewest multiply-adds worth a thread's block of a product: a few microseconds of arithmetic, more than
+// waking a thread costs.
+constexpr int64_t kMinBlockMacs = int64_t{1} << 17;
+
+// Runs f(begin, end) on blocks of a product's `rows` output rows, one per thread of torch's. BLAS's own threads
+// would split each product too, but they sync with each other inside it, and on a mini-batch's thin products
+// (K = n samples) that sync costs several times the arithmetic (BENCHMARKS.md, "The kernels' thresholds"). Called
+// inside the parallel region, BLAS runs single-threaded on each block. Inside one already (the concurrent products
+// of passes.cpp), f takes all the rows on the calling thread.
+template <typename F>
+void over_row_blocks(int64_t rows, int64_t macs_per_row, const F& f) {
+  const int64_t threads = at::get_num_threads();
+  if (threads == 1 || at::in_parallel_region()) return f(0, rows);
+  const int64_t per_thread = (rows + threads - 1) / threads;
+  const int64_t fewest = (kMinBlockMacs + macs_per_row - 1) / std::max<int64_t>(macs_per_row, 1);
+  at::parallel_for(0, rows, std::max(per_thread, fewest), f);
+}
+
 }  // namespace
 
 template <typename T>
 void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
-  auto z_t = wrap(z, n, out);
-  at::cpu::mm_out(z_t, wrap(a_prev, n, in), wrap(w, out, in).t());
+  over_row_blocks(n, in * out, [&](int64_t begin, int64_t end) {
+    auto z_t = wrap(z + begin * out, end - begin, out);
+    at::cpu::mm_out(z_t, wrap(a_prev + begin * in, end - begin, in), wrap(w, out, in).t());
+  });
 }
 
 template <typename T>
@@ -39,19 +60,23 @@ void blas_grad_w(int64_t n, int64_t in, int64_t out, T alpha, const T* delta, co
                  T beta, T* g) {
   // Accumulating, beta scales g (W <- beta W + alpha Delta^T A, the update fused into the product, beta the weight
   // decay's factor); beta = 0 ignores g's old contents, NaN included.
-  auto g_t = wrap(g, out, in);
-  at::cpu::addmm_out(g_t, g_t, wrap(delta, n, out).t(), wrap(a_prev, n, in), accumulate ? beta : T(0), alpha);
+  const auto delta_t = wrap(delta, n, out).t();
+  const auto a_t = wrap(a_prev, n, in);
+  over_row_blocks(out, n * in, [&](int64_t begin, int64_t end) {
+    auto g_t = wrap(g + begin * in, end - begin, in);
+    at::cpu::addmm_out(g_t, g_t, delta_t.narrow(0, begin, end - begin), a_t, accumulate ? beta : T(0), alpha);
+  });
 }
 
 template <typename T>
 void blas_back(int64_t n, int64_t in, int64_t out, const T* delta, const T* w, const T* a_prev, T* d) {
-  auto d_t = wrap(d, n, in);
-  at::cpu::mm_out(d_t, wrap(delta, n, out), wrap(w, out, in));
-  if (a_prev != nullptr) {
-    at::parallel_for(0, n * in, kParallelGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) d[i] *= a_prev[i] * (T(1) - a_prev[i]);   // (2.2) sigma'(z^(l-1))
-    });
-  }
+  const auto w_t = wrap(w, out, in);
+  over_row_blocks(n, in * out, [&](int64_t begin, int64_t end) {
+    auto d_t = wrap(d + begin * in, end - begin, in);
+    at::cpu::mm_out(d_t, wrap(delta + begin * out, end - begin, out), w_t);
+    if (a_prev == nullptr) return;
+    for (int64_t i = begin * in; i < end * in; ++i) d[i] *= a_prev[i] * (T(1) - a_prev[i]);   // (2.2) sigma'(z^(l-1))
+  });
 }
 
 // Sums over many samples add in ATen's cascade, whose rounding error does not grow with their number as an in-order
