@@ -137,7 +137,9 @@ def restore_num_threads():
 def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, restore_num_threads):
     """[784, 128, 10] at mini-batch 10: its 1M-multiply-add products still run in the C++ loops, which split them
     over up to 3 threads, each taking a block of neurons (or of dC/dx's columns). Every output entry is still one
-    thread's sum in one order, so 1, 2 and 3 threads (an uneven split) agree bit for bit."""
+    thread's sum in one order, so 1, 2 and 3 threads (an uneven split) agree bit for bit. On the baseline copy one
+    thread runs these products in BLAS instead (csrc/cpu/capability/internal.h, use_small): there 2 and 3 threads
+    agree bit for bit (tests/test_isa.py runs this test under each copy)."""
     sizes = [784, 128, 10]
     torch.manual_seed(0)
     template = bp_torch.SigmoidMLP(sizes, dtype=dtype)
@@ -154,23 +156,26 @@ def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, r
         costs = [net.sgd_step(x, y, 3.0) for _ in range(3)]
         return [out.detach(), *grads, *costs, *[p.detach() for p in net.parameters()]]
 
-    serial = run(1)
+    first, *others = (2, 3) if torch.ops.bp_torch.kernel_capability() == "DEFAULT" else (1, 2, 3)
+    serial = run(first)
     assert not torch.equal(serial[-4], template[0].weight.detach())  # the steps did train
-    for threads in (2, 3):
+    for threads in others:
         assert_same(run(threads), serial)
 
 
 @pytest.mark.backends("cpp")
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("input_grad", [False, True], ids=["params-only", "with-dx"])
-def test_blas_products_split_over_threads_equal_autograd(backend, threads, input_grad, restore_num_threads):
+@pytest.mark.parametrize("sizes, batch", [([300, 200, 60], 67), ([784, 100, 10], 10)], ids=["blas", "crossover"])
+def test_products_split_over_threads_equal_autograd(backend, threads, input_grad, sizes, batch, restore_num_threads):
     """[300, 200, 60] at mini-batch 67: the first layer's products (4M multiply-adds) go to BLAS on every kernel
     copy, which gets blocks of the output's rows, one per thread: 67 samples and 200 neurons split unevenly over 2
-    and 3 threads. Without dC/dx, dC/dW^1 is the layer's only backward product, and sgd_step's update of W^1 always
-    is. Forward, gradients and three sgd steps against float64 autograd on a plain-torch copy, with torch.optim.SGD
-    as the update."""
+    and 3 threads. [784, 100, 10] at mini-batch 10 (0.78M): the loops split over threads, except on the baseline
+    copy at one thread, where BLAS takes them (tests/test_isa.py runs this test under each copy). Without dC/dx,
+    dC/dW^1 is the layer's only backward product, and sgd_step's update of W^1 always is. Forward, gradients and
+    three sgd steps against float64 autograd on a plain-torch copy, with torch.optim.SGD as the update."""
     torch.set_num_threads(threads)
-    sizes, lr = [300, 200, 60], 0.5
+    lr = 0.5
     torch.manual_seed(threads)
     net = bp_torch.SigmoidMLP(sizes)
     oracle = torch.nn.Sequential(
@@ -180,7 +185,7 @@ def test_blas_products_split_over_threads_equal_autograd(backend, threads, input
         for linear, layer in zip(oracle[::2], net):
             linear.weight.copy_(layer.weight)
             linear.bias.copy_(layer.bias)
-    x, y = torch.rand(67, 300), torch.rand(67, 60)
+    x, y = torch.rand(batch, sizes[0]), torch.rand(batch, sizes[-1])
     x_net, x_oracle = x.clone().requires_grad_(input_grad), x.double().requires_grad_(input_grad)
 
     out = net(x_net)

@@ -25,6 +25,8 @@
 #define CPU_CAPABILITY DEFAULT
 #endif
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -75,19 +77,24 @@ struct Blocks {
 // Below this many multiply-adds (I * J * K) a product runs in the loops, above it in BLAS: below it BLAS's fixed
 // cost per call dominates, above it BLAS's cache blocking wins. With torch's 2 threads BLAS gains its second core
 // on large products and loses more to waking it on small ones, so the crossover stays between 1M and 4M MACs.
-// The baseline copy's loops have 128-bit vectors and no fused multiply-add, while BLAS (MKL through ATen) picks the
-// CPU's own instructions at run time whichever copy calls it: that copy hands BLAS every product large enough to
-// be split over threads (kThreadedMinMacs below), so Nielsen's [784, 30, 10] at mini-batch 10 stays in its loops
-// and [784, 100, 10] does not. Its loop products then all run on one thread, as the epoch's partner needs.
-constexpr int64_t kSmallGemmMaxMacs = kVectorBytes > 16 ? int64_t{1} << 20 : (int64_t{1} << 19) - 1;
-
-BP_TORCH_INLINE bool use_small(int64_t I, int64_t J, int64_t K) { return I * J * K <= kSmallGemmMaxMacs; }
+constexpr int64_t kSmallGemmMaxMacs = int64_t{1} << 20;
 
 // Multiply-adds from which a product in the loops is split over torch's threads (passes.cpp, split_over_threads):
 // each thread then keeps its rows of W in its own cache from the forward to the update. Nielsen's [784, 100, 10]
 // (0.78M per product) gains from the split; [784, 30, 10] (0.24M) loses, its thread wake-ups costing more than the
 // split saves.
 constexpr int64_t kThreadedMinMacs = int64_t{1} << 19;
+
+// Whether a product runs in the loops. The baseline copy's loops have 128-bit vectors and no fused multiply-add:
+// from kThreadedMinMacs on, BLAS on one thread is faster than they are, and they are faster than BLAS only where
+// they are split over threads. Such a product runs in BLAS on one thread (torch's only one, or inside a parallel
+// region) and in the loops otherwise; so Nielsen's [784, 30, 10] at mini-batch 10 stays in the loops on one
+// thread, as the epoch's partner needs.
+BP_TORCH_INLINE bool use_small(int64_t I, int64_t J, int64_t K) {
+  const int64_t macs = I * J * K;
+  if (kVectorBytes > 16 || macs < kThreadedMinMacs) return macs <= kSmallGemmMaxMacs;
+  return macs <= kSmallGemmMaxMacs && at::get_num_threads() > 1 && !at::in_parallel_region();
+}
 
 // Sums over more samples than this (dC/dW and dC/db add one term per sample) go to ATen whatever their size: the
 // loops add the samples in order, and in float32 that order's rounding error grows with their number (an
