@@ -90,6 +90,7 @@ KERNEL_TESTS = [
     "tests/test_sgd_kernels_cross_entropy.py",
     "tests/test_cross_entropy_cost.py",
     "tests/test_threads.py::test_products_split_over_threads_equal_autograd",
+    "tests/test_threads.py::test_products_around_the_loops_and_blas_thresholds_equal_autograd",
     "tests/test_threads.py::test_split_loop_products_do_not_depend_on_the_thread_count",
 ]
 

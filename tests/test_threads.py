@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bp_torch
 from bp_torch import functional
@@ -163,20 +165,13 @@ def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, r
         assert_same(run(threads), serial)
 
 
-@pytest.mark.backends("cpp")
-@pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("input_grad", [False, True], ids=["params-only", "with-dx"])
-@pytest.mark.parametrize("sizes, batch", [([300, 200, 60], 67), ([784, 100, 10], 10)], ids=["blas", "crossover"])
-def test_products_split_over_threads_equal_autograd(backend, threads, input_grad, sizes, batch, restore_num_threads):
-    """[300, 200, 60] at mini-batch 67: the first layer's products (4M multiply-adds) go to BLAS on every kernel
-    copy, which gets blocks of the output's rows, one per thread: 67 samples and 200 neurons split unevenly over 2
-    and 3 threads. [784, 100, 10] at mini-batch 10 (0.78M): the loops split over threads, except on the baseline
-    copy at one thread, where BLAS takes them (tests/test_isa.py runs this test under each copy). Without dC/dx,
-    dC/dW^1 is the layer's only backward product, and sgd_step's update of W^1 always is. Forward, gradients and
-    three sgd steps against float64 autograd on a plain-torch copy, with torch.optim.SGD as the update."""
+def assert_split_products_equal_autograd(sizes, batch, threads, input_grad, seed):
+    """SigmoidMLP(sizes) at mini-batch `batch` on `threads` of torch's threads: forward, gradients (of x too with
+    input_grad) and three sgd steps against float64 autograd on a plain-torch copy, with torch.optim.SGD as the
+    update."""
     torch.set_num_threads(threads)
     lr = 0.5
-    torch.manual_seed(threads)
+    torch.manual_seed(seed)
     net = bp_torch.SigmoidMLP(sizes)
     oracle = torch.nn.Sequential(
         *[m for i, o in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(i, o, dtype=torch.float64), torch.nn.Sigmoid())]
@@ -208,6 +203,38 @@ def test_products_split_over_threads_equal_autograd(backend, threads, input_grad
         optimizer.step()
     for got, want in zip(net.parameters(), oracle.parameters()):
         torch.testing.assert_close(got.detach(), want.detach().float(), **tol)
+
+
+@pytest.mark.backends("cpp")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("input_grad", [False, True], ids=["params-only", "with-dx"])
+@pytest.mark.parametrize("sizes, batch", [([300, 200, 60], 67), ([784, 100, 10], 10)], ids=["blas", "crossover"])
+def test_products_split_over_threads_equal_autograd(backend, threads, input_grad, sizes, batch, restore_num_threads):
+    """[300, 200, 60] at mini-batch 67: the first layer's products (4M multiply-adds) go to BLAS on every kernel
+    copy, which gets blocks of the output's rows, one per thread: 67 samples and 200 neurons split unevenly over 2
+    and 3 threads. [784, 100, 10] at mini-batch 10 (0.78M): the loops split over threads, except on the baseline
+    copy at one thread, where BLAS takes them (tests/test_isa.py runs this test under each copy). Without dC/dx,
+    dC/dW^1 is the layer's only backward product, and sgd_step's update of W^1 always is. Forward, gradients and
+    three sgd steps against float64 autograd on a plain-torch copy, with torch.optim.SGD as the update."""
+    assert_split_products_equal_autograd(sizes, batch, threads, input_grad, seed=threads)
+
+
+@pytest.mark.backends("cpp")
+@settings(max_examples=25)
+@given(
+    n_in=st.integers(600, 900),
+    hidden=st.integers(40, 140),
+    batch=st.integers(5, 14),
+    threads=st.integers(1, 3),
+    input_grad=st.booleans(),
+)
+def test_products_around_the_loops_and_blas_thresholds_equal_autograd(
+    backend, n_in, hidden, batch, threads, input_grad, restore_num_threads
+):
+    """Drawn networks [n_in, hidden, 10] whose first layer's products (120k to 1.8M multiply-adds) fall on either
+    side of where a product is split over threads (2^19) and where the loops give way to BLAS (2^20; from 2^19 on the
+    baseline copy at one thread), on 1 to 3 threads."""
+    assert_split_products_equal_autograd([n_in, hidden, 10], batch, threads, input_grad, seed=n_in + hidden + batch)
 
 
 # --- no global mutable state in the C++ extension ---------------------------------------------------------------------
