@@ -35,7 +35,10 @@ constexpr int64_t kMinBlockMacs = int64_t{1} << 17;
 // would split each product too, but they sync with each other inside it, and on a mini-batch's thin products
 // (K = n samples) that sync costs several times the arithmetic (BENCHMARKS.md, "The kernels' thresholds"). Called
 // inside the parallel region, BLAS runs single-threaded on each block. Inside one already (the concurrent products
-// of passes.cpp), f takes all the rows on the calling thread.
+// of passes.cpp), f takes all the rows on the calling thread. The loops split their products with passes.cpp's
+// split_over_threads, whose blocks follow their register blocks; that one is compiled once per capability, and
+// this file, baseline code, cannot share a header template with it without the linker's being free to keep a
+// wide-vector instantiation for both.
 template <typename F>
 void over_row_blocks(int64_t rows, int64_t macs_per_row, const F& f) {
   const int64_t threads = at::get_num_threads();
@@ -49,9 +52,10 @@ void over_row_blocks(int64_t rows, int64_t macs_per_row, const F& f) {
 
 template <typename T>
 void blas_z(int64_t n, int64_t in, int64_t out, const T* a_prev, const T* w, T* z) {
+  const auto w_t = wrap(w, out, in).t();
   over_row_blocks(n, in * out, [&](int64_t begin, int64_t end) {
     auto z_t = wrap(z + begin * out, end - begin, out);
-    at::cpu::mm_out(z_t, wrap(a_prev + begin * in, end - begin, in), wrap(w, out, in).t());
+    at::cpu::mm_out(z_t, wrap(a_prev + begin * in, end - begin, in), w_t);
   });
 }
 
