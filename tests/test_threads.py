@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 import bp_torch
 from bp_torch import functional
 
+import reference
+
 N_THREADS = 4
 ROUNDS = 5
 # (batch, in, out): small, and large enough for the kernels' at::parallel_for to split the work (> 32768 elements)
@@ -167,41 +169,37 @@ def test_split_loop_products_do_not_depend_on_the_thread_count(backend, dtype, r
 
 def assert_split_products_equal_autograd(sizes, batch, threads, input_grad, seed):
     """SigmoidMLP(sizes) at mini-batch `batch` on `threads` of torch's threads: forward, gradients (of x too with
-    input_grad) and three sgd steps against float64 autograd on a plain-torch copy, with torch.optim.SGD as the
-    update."""
+    input_grad) and three sgd steps against float64 autograd through plain torch ops on copies of its parameters,
+    with torch.optim.SGD as the update (tests/reference.py)."""
     torch.set_num_threads(threads)
     lr = 0.5
     torch.manual_seed(seed)
     net = bp_torch.SigmoidMLP(sizes)
-    oracle = torch.nn.Sequential(
-        *[m for i, o in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(i, o, dtype=torch.float64), torch.nn.Sigmoid())]
-    )
-    with torch.no_grad():
-        for linear, layer in zip(oracle[::2], net):
-            linear.weight.copy_(layer.weight)
-            linear.bias.copy_(layer.bias)
+    weights = [layer.weight.detach().double().requires_grad_() for layer in net]
+    biases = [layer.bias.detach().double().requires_grad_() for layer in net]
+    oracle = reference.chain(weights, biases)
+    oracle_params = [p for layer in zip(weights, biases) for p in layer]  # net.parameters()' order
     x, y = torch.rand(batch, sizes[0]), torch.rand(batch, sizes[-1])
     x_net, x_oracle = x.clone().requires_grad_(input_grad), x.double().requires_grad_(input_grad)
 
     out = net(x_net)
     want_out = oracle(x_oracle)
-    wrt_net, wrt_oracle = [*net.parameters()], [*oracle.parameters()]
+    wrt_net, wrt_oracle = [*net.parameters()], oracle_params
     if input_grad:
         wrt_net, wrt_oracle = [x_net, *wrt_net], [x_oracle, *wrt_oracle]
     grads = torch.autograd.grad(functional.quadratic_cost(out, y), wrt_net)
-    want_grads = torch.autograd.grad(0.5 * ((want_out - y.double()) ** 2).sum(-1).mean(), wrt_oracle)
+    want_grads = torch.autograd.grad(reference.quadratic_cost(want_out, y.double()), wrt_oracle)
     tol = dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.detach(), want_out.detach().float(), **tol)
     for got, want in zip(grads, want_grads):
         torch.testing.assert_close(got, want.float(), **tol)
 
-    optimizer = torch.optim.SGD(oracle.parameters(), lr=lr)
-    for _ in range(3):
-        net.sgd_step(x, y, lr)
-        optimizer.zero_grad()
-        (0.5 * ((oracle(x.double()) - y.double()) ** 2).sum(-1).mean()).backward()
-        optimizer.step()
-    for got, want in zip(net.parameters(), oracle.parameters()):
+    costs = [net.sgd_step(x, y, lr) for _ in range(3)]
+    want_costs = reference.optim_sgd_steps(
+        oracle, weights, biases, [(x.double(), y.double())] * 3, lr, 0.0, reference.COSTS["quadratic"]
+    )
+    torch.testing.assert_close(torch.stack(costs), torch.stack(want_costs).float(), **tol)
+    for got, want in zip(net.parameters(), oracle_params):
         torch.testing.assert_close(got.detach(), want.detach().float(), **tol)
 
 
