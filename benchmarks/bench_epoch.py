@@ -13,7 +13,7 @@ shuffled order; the table gives the median time and the median of the per-round 
 3. ``sgd_step loop``: ``SigmoidMLP.sgd_step(x[index], y[index], lr)`` per mini-batch, as ``train_digits.py`` did
    with ``--fused`` before ``sgd_epoch``;
 4. ``sgd_epoch``: ``SigmoidMLP.sgd_epoch(x, y, lr, 10)``, one op call for the epoch (randperm included), with
-   torch's threads (its second thread partners a long epoch: it gathers mini-batches ahead and takes a sixth of each
+   torch's threads (its second thread partners a long epoch: it gathers mini-batches ahead and takes a third of each
    large product);
 5. ``sgd_epoch, 1 thread``: the same under ``torch.set_num_threads(1)``, no partner;
 6. ``n/b x sgd_step op``: the ``bp_torch::sigmoid_mlp_sgd_step`` op called n/b times on one mini-batch that stays

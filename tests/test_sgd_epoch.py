@@ -254,15 +254,15 @@ def test_opcheck(case):
 
 # Long epochs on the C++ backend get a partner thread where torch has two (csrc/cpu/partner.h, Partner;
 # csrc/cpu/capability/epoch.cpp, BatchRing): from 1,024 mini-batches on, it gathers the next mini-batches and takes
-# a sixth of each product of 32k multiply-adds or more. The results must not depend on it: same kernels, same
+# a third of each product of 32k multiply-adds or more. The results must not depend on it: same kernels, same
 # blocks, same rows.
 PARTNER_MIN_BATCHES = 1024
 PARTNERED = {
-    # Nielsen's network: its hidden layer's 30 neurons split 25 / 5 (blocks of 5 rows with AVX-512, 27 / 3 with
-    # AVX2's blocks of 3).
+    # Nielsen's network: its hidden layer's 30 neurons split 20 / 10 (blocks of 5 rows with AVX-512, 21 / 9 with
+    # the other copies' blocks of 3).
     "nielsen": ([784, 30, 10], 10),
-    # Three split products of other shapes (AVX-512 splits): 384 neurons (320 / 64), 40 (35 / 5) and the 384
-    # columns of delta^1 = (W^2)^T delta^2 sigma' (320 / 64).
+    # Three split products of other shapes (AVX-512 splits): 384 neurons (255 / 129, the partner's last block a
+    # partial one), 40 (25 / 15) and the 384 columns of delta^1 = (W^2)^T delta^2 sigma' (256 / 128).
     "uneven": ([300, 384, 40, 10], 4),
 }
 

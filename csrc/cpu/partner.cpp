@@ -66,7 +66,7 @@ class PostedJob {
 };
 
 void Partner::split(int64_t size, int64_t align, Job job, const void* context) {
-  const int64_t mid = ((5 * size + 3) / 6 + align / 2) / align * align;
+  const int64_t mid = ((2 * size + 1) / 3 + align / 2) / align * align;
   if (mid == 0 || mid >= size || stalled_ > 0) {
     stalled_ -= stalled_ > 0;
     return job(context, 0, size);

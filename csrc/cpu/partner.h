@@ -17,8 +17,8 @@ namespace bp_torch {
 // Jobs posted by the training thread and run by the partner thread.
 //
 // split(size, align, job, context) runs job(context, begin, end) over [0, size): the training thread computes [0, mid)
-// while the last sixth [mid, size) is posted for the partner, mid being the multiple of `align` nearest to 5/6 of size
-// (the next one would leave the partner only a tenth of Nielsen's 30 hidden neurons in the AVX2 copy's blocks of 3); a
+// while the last third [mid, size) is posted for the partner, mid being the multiple of `align` nearest to 2/3 of size
+// (Nielsen's 30 hidden neurons split 20 / 10 in the AVX-512 copy's blocks of 5, 21 / 9 in the others' blocks of 3); a
 // product too small to share runs on the training thread alone. The training thread never waits for a job that has not
 // started: if the partner has not taken it up by the time the first part is done, the training thread takes it back and
 // runs it itself. Only a job in progress is waited for, and if that wait outlasts the pauses of a busy-wait (the
@@ -27,8 +27,9 @@ namespace bp_torch {
 // time: a descheduled partner must not stall every step, and a fixed long backoff would lose the partner's help after
 // each of the host's occasional preemptions.
 //
-// Only a sixth, because the partner's first chore is to gather the next mini-batches, which is bound by memory
-// bandwidth: a larger share leaves it too little time for that (BENCHMARKS.md, "The kernels' thresholds").
+// A third, not a half: the partner's first chore is to gather the next mini-batches, which waits on memory, and a
+// half leaves it too little time for that; a sixth leaves the training thread most of the arithmetic (BENCHMARKS.md,
+// "The kernels' thresholds").
 //
 // Safety: the posted job points at a closure on the training thread's stack. A guard (PostedJob, in partner.cpp)
 // retracts the job or waits for its end on every path out of split, exceptions included, so the partner never

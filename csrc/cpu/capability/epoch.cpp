@@ -146,7 +146,7 @@ bool step_stays_on_one_thread(const Net<T>& net, int64_t batch) {
 // rows are used where they lie, unless the partner has gathered them.
 //
 // Where torch has a second thread and the epoch is long, a partner thread gathers the next mini-batches (BatchRing)
-// and takes a sixth of each large product of every step (Partner); `bash benchmarks/epoch_steps.sh` times a step
+// and takes a third of each large product of every step (Partner); `bash benchmarks/epoch_steps.sh` times a step
 // both ways (BENCHMARKS.md). The results are the same either way, bit for bit. The training runs on this thread.
 template <typename T>
 void sgd_epoch_impl(Net<T> net, const T* x, int64_t x_row, const T* y, int64_t y_row, const int64_t* order,

@@ -61,7 +61,7 @@ constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
 // The register blocks of the loops (microkernels.h). dot_block: 4 x 3 accumulators fill AVX2's 16 registers with
 // the 3 loaded rows of B and 1 of A; AVX-512 has 32 registers. axpy_block: kAxpyRows rows of C by kAxpyVectors
 // vectors. With AVX-512 both blocks are 5 rows of W deep, so the split of Nielsen's 30 hidden neurons with an
-// epoch's partner thread (25 / 5, see Partner) falls on whole blocks of both products. The threads that split a
+// epoch's partner thread (20 / 10, see Partner) falls on whole blocks of both products. The threads that split a
 // product split it on these blocks (passes.cpp), so every entry is computed by the same code on any split.
 template <typename T>
 struct Blocks {
@@ -135,7 +135,9 @@ class Workspace {
 // random places in a data set larger than the caches, and gathering them cold stalls on memory for each row. The
 // product calls it after each of its blocks with its progress, done of total, and it issues the matching share of
 // the rows' cache lines: a few at a time, which the memory system serves alongside the arithmetic, where all of
-// them at once would stall it.
+// them at once would stall it. Into the second-level cache (prefetcht1), not the first: a mini-batch's rows are as
+// large as the first-level cache (10 rows of 784 floats, 31 KB), and pulling them there evicts the operands of the
+// product that runs meanwhile, or of the copy they are prefetched for.
 template <typename T>
 class RowPrefetch {
  public:
@@ -148,7 +150,7 @@ class RowPrefetch {
     for (const int64_t until = lines_ * done / total; next_ < until; ++next_) {
       const int64_t i = first_ + next_ / lines_per_row_;
       const char* row = reinterpret_cast<const char*>(x_ + (order_ != nullptr ? order_[i] : i) * row_stride_);
-      __builtin_prefetch(row + next_ % lines_per_row_ * kLine);
+      __builtin_prefetch(row + next_ % lines_per_row_ * kLine, /*rw=*/0, /*locality=*/2);
     }
   }
 
