@@ -1,6 +1,6 @@
 // The SigmoidMLP ops on tensors: they take the tensors apart into raw pointers (csrc/cpu/capability/kernels.h),
-// run the kernel copy chosen for this CPU (csrc/cpu/capability/sigmoid_mlp_kernels.cpp), and keep the cases the fused
-// kernels do not take (parameters that share memory). Compiled for baseline x86-64, as is everything that runs at
+// run the kernel copy chosen for this CPU (csrc/cpu/capability/: passes.cpp and epoch.cpp), and keep the cases the
+// fused kernels do not take (parameters that share memory). Compiled for baseline x86-64, as is everything that runs at
 // import: no instruction here needs more than the CPU torch itself runs on. The kernels' BLAS side is in blas.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
