@@ -1,8 +1,8 @@
-// What the host gives this machine's first two CPUs, printed on one line for a benchmark's header:
+// What the host gives the first two CPUs this process may run on, printed on one line for a benchmark's header:
 //
 //   cc -O2 -pthread benchmarks/host_probe.c -o /tmp/host_probe && /tmp/host_probe
 //
-// * the core-to-core round trip: the median time for CPU 0 to hand a flag to CPU 1 and get it back. A VM's two
+// * the core-to-core round trip: the median time for the first to hand a flag to the second and get it back. A VM's two
 //   vCPUs may sit on neighbouring cores or far apart, for minutes at a time, and the epoch's partner thread
 //   (csrc/cpu/partner.h) helps only when they sit near (BENCHMARKS.md, "The host's two placements");
 // * the vector arithmetic of each CPU, alone and with both busy: 128-bit multiplies and adds on independent chains,
@@ -10,7 +10,8 @@
 //   two that share one core show half the rate each when both are busy; then splitting a product over two threads
 //   gains nothing.
 //
-// Baseline x86-64 (SSE2) and Linux only, like the benchmarks that print it.
+// Baseline x86-64 (SSE2) and Linux only, like the benchmarks that print it. With a single CPU it says so and measures
+// nothing: the ping-pong's two threads would then take turns on it, a time slice for each round trip.
 #define _GNU_SOURCE
 #include <emmintrin.h>
 #include <pthread.h>
@@ -29,6 +30,8 @@ static double now(void) {
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+static int cpus[2];  // the two CPUs measured
+
 static void pin(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -40,7 +43,7 @@ static _Atomic int flag;
 
 static void* echo(void* unused) {
   (void)unused;
-  pin(1);
+  pin(cpus[1]);
   for (int i = 0; i < kRoundTrips; i++) {
     while (atomic_load_explicit(&flag, memory_order_acquire) != 1) {
     }
@@ -57,7 +60,7 @@ static int by_value(const void* a, const void* b) {
 static double round_trip_ns(void) {
   static double times[kRoundTrips];
   pthread_t partner;
-  pin(0);
+  pin(cpus[0]);
   pthread_create(&partner, NULL, echo, NULL);
   for (int i = 0; i < kRoundTrips; i++) {
     const double start = now();
@@ -96,8 +99,19 @@ static void* vector_rate(void* arg) {
 }
 
 int main(void) {
+  cpu_set_t allowed;
+  int found = 0;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    for (int cpu = 0; cpu < CPU_SETSIZE && found < 2; cpu++) {
+      if (CPU_ISSET(cpu, &allowed)) cpus[found++] = cpu;
+    }
+  }
+  if (found < 2) {
+    puts("host: fewer than two CPUs to run on, not probed");
+    return 0;
+  }
   const double rtt = round_trip_ns();
-  struct Rate alone[2] = {{0, 0}, {1, 0}}, together[2] = {{0, 0}, {1, 0}};
+  struct Rate alone[2] = {{cpus[0], 0}, {cpus[1], 0}}, together[2] = {{cpus[0], 0}, {cpus[1], 0}};
   vector_rate(&alone[0]);
   vector_rate(&alone[1]);
   pthread_t threads[2];
