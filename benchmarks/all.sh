@@ -18,6 +18,9 @@ if [ "$(uname -m)" = x86_64 ] && cc -O2 -pthread benchmarks/host_probe.c -o "$pr
 else
     host_probe() { echo "host: benchmarks/host_probe.c not built (x86-64 Linux with a C compiler only)"; }
 fi
+cpu_info=$(lscpu)
+cpu="$(sed -n 's/^Model name: *//p' <<<"$cpu_info"), family $(sed -n 's/^CPU family: *//p' <<<"$cpu_info")"
+cpu+=" model $(sed -n 's/^Model: *//p' <<<"$cpu_info")"
 for copy in "${copies[@]}"; do
     have=$(ATEN_CPU_CAPABILITY=$copy bash "$env_sh" python -c \
         'import torch, bp_torch; print(torch.ops.bp_torch.kernel_capability())' 2>/dev/null | tail -n 1)
@@ -25,7 +28,6 @@ for copy in "${copies[@]}"; do
         echo "## $copy: not on this CPU (the kernels would run $have), skipped"
         continue
     fi
-    cpu="$(lscpu | sed -n 's/^Model name: *//p'), family $(lscpu | sed -n 's/^CPU family: *//p') model $(lscpu | sed -n 's/^Model: *//p')"
     echo "## $copy ($cpu, $(date -u +%F), commit $(git rev-parse --short HEAD))"
     host_probe
     ATEN_CPU_CAPABILITY=$copy bash "$env_sh" python benchmarks/bench_layers.py --rounds 15
